@@ -1,0 +1,2 @@
+//! The inference server (issue 4): not built yet.
+fn main() {}
