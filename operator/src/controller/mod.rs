@@ -1,0 +1,396 @@
+//! The ModelService controller: `observe → validate → build → apply → status`.
+//!
+//! Only `observe`, `apply` and the status patch talk to the apiserver; validation and the builders
+//! are pure. Children are written with server-side apply under one field manager, so the
+//! operator is the single writer of every field it sets (the Deployment's replica count
+//! included) and never touches fields others own.
+
+pub mod observe;
+pub mod status;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use modelfleet_crds::conditions::{self, reasons};
+use modelfleet_crds::{FIELD_MANAGER, ModelService, ModelServiceStatus};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::build::{self, INSTANCE_LABEL, NAME_LABEL, RUNTIME_NAME};
+use crate::metrics::Metrics;
+use validate::{Defaults, InvalidSpec, Validated};
+
+/// Failures of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Observe(#[from] observe::Error),
+    #[error("failed to apply {kind} {name}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to delete {kind} {name}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to patch the status of {0}")]
+    Status(String, #[source] kube::Error),
+    #[error("the ModelService has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// A bounded label for metrics and the reason of the Warning event.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Observe(_) => "ObserveFailed",
+            Self::Apply { .. } => "ApplyFailed",
+            Self::Delete { .. } => "DeleteFailed",
+            Self::Status(..) => "StatusPatchFailed",
+            Self::NoNamespace => "NoNamespace",
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub http: reqwest::Client,
+    pub defaults: Defaults,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub sizes: observe::WeightSizes,
+    /// Consecutive failures per object, for the backoff of `error_policy`.
+    failures: Mutex<HashMap<ObjectRef<ModelService>, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context for the controller.
+    pub fn new(
+        client: Client,
+        defaults: Defaults,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Ok(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .build()?,
+            client,
+            defaults,
+            metrics,
+            sizes: observe::WeightSizes::default(),
+            failures: Mutex::default(),
+        })
+    }
+}
+
+/// Runs the controller until SIGTERM. `namespace` limits it to one namespace.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let services = scoped::<ModelService>(&client, ns);
+    let deployments = scoped::<Deployment>(&client, ns);
+    let svcs = scoped::<Service>(&client, ns);
+    let pdbs = scoped::<PodDisruptionBudget>(&client, ns);
+    let pods = scoped::<Pod>(&client, ns);
+    let runtime_pods = watcher::Config::default().labels(&format!("{NAME_LABEL}={RUNTIME_NAME}"));
+    let controller = Controller::new(services, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    // Ready once the ModelService cache has synced: before that, the operator knows nothing.
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    controller
+        .owns(deployments, watcher::Config::default())
+        .owns(svcs, watcher::Config::default())
+        .owns(pdbs, watcher::Config::default())
+        // Pods belong to ReplicaSets, not to us: map them back through their instance label, so a
+        // crash, a scheduling failure or a readiness change is seen at once.
+        .watches(pods, runtime_pods, |pod: Pod| {
+            let name = pod.labels().get(INSTANCE_LABEL)?.clone();
+            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                warn!(error = %crate::error_chain(&e), "reconcile failed");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+/// An API over one namespace, or all of them.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn reconcile(ms: Arc<ModelService>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = ms.namespace().ok_or(Error::NoNamespace)?;
+    let name = ms.name_any();
+    let span = info_span!("reconcile", namespace = %ns, name = %name);
+    let started = Instant::now();
+    let result = reconcile_inner(&ms, &ctx, &ns, &name)
+        .instrument(span)
+        .await;
+    ctx.metrics.observe_reconcile(
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    if result.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&ObjectRef::from(ms.as_ref()));
+    }
+    result
+}
+
+async fn reconcile_inner(
+    ms: &ModelService,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+
+    // Observe.
+    let weight_bytes = match ms
+        .status
+        .as_ref()
+        .and_then(|s| s.model.as_ref())
+        .and_then(|m| m.weight_bytes)
+    {
+        Some(b) => u64::try_from(b).ok(),
+        None => ctx.sizes.get(&ctx.http, &ms.spec.model.uri).await,
+    };
+    // Validate.
+    let validated = validate::validate(ms, &ctx.defaults, weight_bytes);
+    let selector = match &validated {
+        Ok(v) => build::selector_string(v),
+        Err(_) => format!("{NAME_LABEL}={RUNTIME_NAME},{INSTANCE_LABEL}={name}"),
+    };
+    let (mut deployment, pod_list) =
+        observe::children(&deployments, &pods, name, &selector).await?;
+
+    // Build and apply.
+    if let Ok(v) = &validated {
+        deployment = Some(apply(ctx, v).await?);
+    }
+    let observed = observe::Observed {
+        progress: observe::progress(&ctx.http, &pod_list).await,
+        deployment,
+        pods: pod_list,
+    };
+
+    // Status.
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let new_status = status::compute(ms, validated.as_ref(), &observed, &now);
+    publish_transitions(ctx, ms, ms.status.as_ref(), &new_status).await;
+    if ms.status.as_ref() != Some(&new_status) {
+        let api: Api<ModelService> = Api::namespaced(client.clone(), ns);
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": new_status })),
+        )
+        .await
+        .map_err(|e| Error::Status(name.to_owned(), e))?;
+    }
+
+    Ok(
+        match (&validated, is_true(&new_status, conditions::READY)) {
+            // A permanent error: wait for the user to change the spec.
+            (Err(InvalidSpec(_)), _) => Action::await_change(),
+            // Cold start under way: poll progress.
+            (Ok(_), false) => Action::requeue(Duration::from_secs(5)),
+            (Ok(_), true) => Action::requeue(Duration::from_secs(120)),
+        },
+    )
+}
+
+/// Applies every child with server-side apply; returns the Deployment as the apiserver stored it.
+async fn apply(ctx: &Context, v: &Validated) -> Result<Deployment, Error> {
+    let client = &ctx.client;
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &v.namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &v.namespace);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &v.namespace);
+
+    let applied = deployments
+        .patch(
+            &v.name,
+            &pp,
+            &Patch::Apply(with_type(build::deployment::deployment(v))),
+        )
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "Deployment",
+            name: v.name.clone(),
+            source,
+        })?;
+    services
+        .patch(
+            &v.name,
+            &pp,
+            &Patch::Apply(with_type(build::service::service(v))),
+        )
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "Service",
+            name: v.name.clone(),
+            source,
+        })?;
+    match build::pdb::pdb(v) {
+        Some(pdb) => {
+            pdbs.patch(&v.name, &pp, &Patch::Apply(with_type(pdb)))
+                .await
+                .map_err(|source| Error::Apply {
+                    kind: "PodDisruptionBudget",
+                    name: v.name.clone(),
+                    source,
+                })?;
+        }
+        None => match pdbs.delete(&v.name, &DeleteParams::default()).await {
+            Ok(_) => info!("deleted the PodDisruptionBudget: one replica left"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Delete {
+                    kind: "PodDisruptionBudget",
+                    name: v.name.clone(),
+                    source,
+                });
+            }
+        },
+    }
+    Ok(applied)
+}
+
+/// Server-side apply needs `apiVersion` and `kind` in the body.
+fn with_type<K: Resource<DynamicType = ()> + serde::Serialize>(obj: K) -> serde_json::Value {
+    let mut value = serde_json::to_value(&obj).unwrap_or_default();
+    value["apiVersion"] = json!(K::api_version(&()));
+    value["kind"] = json!(K::kind(&()));
+    value
+}
+
+fn is_true(s: &ModelServiceStatus, type_: &str) -> bool {
+    s.conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// An Event for each change of `Ready` or `Stalled`, with the condition's reason and message.
+async fn publish_transitions(
+    ctx: &Context,
+    ms: &ModelService,
+    old: Option<&ModelServiceStatus>,
+    new: &ModelServiceStatus,
+) {
+    for type_ in [conditions::READY, conditions::STALLED] {
+        let before = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+        let Some(after) = new.conditions.iter().find(|c| c.type_ == type_) else {
+            continue;
+        };
+        if before.is_some_and(|b| b.status == after.status && b.reason == after.reason) {
+            continue;
+        }
+        // Stalled going False is implied by Ready's own event.
+        if type_ == conditions::STALLED && after.status == "False" {
+            continue;
+        }
+        let warning = (type_ == conditions::STALLED && after.status == "True")
+            || (type_ == conditions::READY
+                && after.status == "False"
+                && after.reason == reasons::INVALID_SPEC);
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: after.reason.clone(),
+            note: Some(if after.message.is_empty() {
+                format!("{type_} is {}", after.status)
+            } else {
+                after.message.clone()
+            }),
+            action: format!("{type_}{}", after.status),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
+            warn!(error = %e, "failed to publish an event");
+        }
+    }
+}
+
+/// Sorts failures: an invalid spec is reported in status by `reconcile` and waits for a change;
+/// everything else is transient and retried with exponential backoff (1 s doubling to 5 min).
+fn error_policy(ms: Arc<ModelService>, error: &Error, ctx: Arc<Context>) -> Action {
+    let attempts = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(ObjectRef::from(ms.as_ref())).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay = Duration::from_secs(1u64 << attempts.min(9).saturating_sub(1))
+        .min(Duration::from_secs(300));
+    warn!(
+        namespace = ms.namespace().unwrap_or_default(),
+        name = ms.name_any(),
+        category = error.category(),
+        error = %crate::error_chain(error),
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}

@@ -1,0 +1,188 @@
+//! Observe: read what exists (the Deployment, the runtime pods, how far each loading replica
+//! is) and what the weights are (their size, from the model store), before deciding anything.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+
+use crate::build::PORT_NAME;
+
+/// Failures while observing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read the Deployment {0}")]
+    Deployment(String, #[source] kube::Error),
+    #[error("failed to list the runtime pods of {0}")]
+    Pods(String, #[source] kube::Error),
+}
+
+/// What exists for one ModelService.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    pub deployment: Option<Deployment>,
+    pub pods: Vec<Pod>,
+    /// Download and load progress of replicas that are running but not ready yet.
+    pub progress: Vec<RuntimeProgress>,
+}
+
+/// A replica's cold-start progress, read from its `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RuntimeProgress {
+    pub pod: String,
+    pub fetch_done: u64,
+    pub fetch_total: Option<u64>,
+    pub load_done: u64,
+    pub load_total: u64,
+    pub ready: bool,
+}
+
+/// Reads the Deployment and the pods.
+pub async fn children(
+    deployments: &Api<Deployment>,
+    pods: &Api<Pod>,
+    name: &str,
+    selector: &str,
+) -> Result<(Option<Deployment>, Vec<Pod>), Error> {
+    let deployment = deployments
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::Deployment(name.to_owned(), e))?;
+    let pods = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| Error::Pods(name.to_owned(), e))?
+        .items;
+    Ok((deployment, pods))
+}
+
+/// Scrapes the cold-start progress of every running, not yet ready runtime pod. A pod that does
+/// not answer is left out (its phase is then taken from the pod status), never counted as zero.
+pub async fn progress(http: &reqwest::Client, pods: &[Pod]) -> Vec<RuntimeProgress> {
+    let loading = pods.iter().filter_map(|p| {
+        let status = p.status.as_ref()?;
+        let ip = status.pod_ip.as_deref()?;
+        let running = status.phase.as_deref() == Some("Running");
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let port = p
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|port| port.name.as_deref() == Some(PORT_NAME))?
+            .container_port;
+        (running && !ready).then(|| {
+            (
+                p.metadata.name.clone().unwrap_or_default(),
+                format!("http://{ip}:{port}/metrics"),
+            )
+        })
+    });
+    let scrapes = loading.map(|(pod, url)| async move {
+        let text = http
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(parse_progress(pod, &text))
+    });
+    futures::future::join_all(scrapes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Reads the runtime's cold-start gauges from Prometheus text.
+pub fn parse_progress(pod: String, text: &str) -> RuntimeProgress {
+    let gauge = |name: &str| -> Option<u64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (metric, value) = l.rsplit_once(' ')?;
+                (metric == name).then(|| value.parse::<f64>().ok())?
+            })
+            .map(|v| v.max(0.0) as u64)
+    };
+    RuntimeProgress {
+        pod,
+        fetch_done: gauge("modelfleet_runtime_fetch_bytes_done").unwrap_or(0),
+        fetch_total: gauge("modelfleet_runtime_fetch_bytes_total").filter(|t| *t > 0),
+        load_done: gauge("modelfleet_runtime_weight_bytes_loaded").unwrap_or(0),
+        load_total: gauge("modelfleet_runtime_weight_bytes_total").unwrap_or(0),
+        ready: gauge("modelfleet_runtime_ready") == Some(1),
+    }
+}
+
+/// Sizes of weights by URI, asked once of the model store (`HEAD`, `Content-Length`).
+#[derive(Debug, Default)]
+pub struct WeightSizes(Mutex<HashMap<String, u64>>);
+
+impl WeightSizes {
+    /// The size of the weights at `uri`, when the store says. Unknown sizes are asked again at the
+    /// next reconcile; known ones are kept (a URI names one file: pin it with `sha256`).
+    pub async fn get(&self, http: &reqwest::Client, uri: &str) -> Option<u64> {
+        if let Some(size) = self.0.lock().ok()?.get(uri) {
+            return Some(*size);
+        }
+        if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+            return None;
+        }
+        let response = http
+            .head(uri)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let size = response
+            .error_for_status()
+            .ok()?
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?;
+        self.0.lock().ok()?.insert(uri.to_owned(), size);
+        Some(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_from_runtime_metrics() {
+        let text = "# HELP modelfleet_runtime_fetch_bytes_done Bytes\n\
+                    modelfleet_runtime_fetch_bytes_done 1000\n\
+                    modelfleet_runtime_fetch_bytes_total 4000\n\
+                    modelfleet_runtime_weight_bytes_loaded 0\n\
+                    modelfleet_runtime_weight_bytes_total 0\n\
+                    modelfleet_runtime_ready 0\n";
+        let p = parse_progress("p".into(), text);
+        assert_eq!(p.fetch_done, 1000);
+        assert_eq!(p.fetch_total, Some(4000));
+        assert!(!p.ready);
+        assert_eq!(p.phase(), modelfleet_crds::WeightsPhase::Downloading);
+        let loaded = parse_progress(
+            "p".into(),
+            "modelfleet_runtime_fetch_bytes_done 4000\nmodelfleet_runtime_fetch_bytes_total 4000\n\
+             modelfleet_runtime_weight_bytes_loaded 2000\nmodelfleet_runtime_weight_bytes_total 4000\n",
+        );
+        assert_eq!(loaded.phase(), modelfleet_crds::WeightsPhase::Loading);
+    }
+}
