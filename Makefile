@@ -66,6 +66,7 @@ test: check-generated lint unit ## Run every test CI runs: generated files, lint
 
 -include runtime/runtime.mk
 -include e2e/e2e.mk
+-include sim/sim.mk
 
 .PHONY: demo
 demo: ## Run the whole job end to end locally (not built yet: issue 8)

@@ -37,6 +37,9 @@ pub const DURATION_PATTERN: &str = "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$";
     derive = "PartialEq",
     derive = "Default",
     doc = "A quantized model served by autoscaled runtime replicas behind an OpenAI-compatible API.",
+    validation = Rule::new("size(self.metadata.name) <= 63").message(
+        "metadata.name must be at most 63 characters: it names the Service and labels the pods"
+    ),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",

@@ -115,6 +115,7 @@ fn cel_rules() {
     let found: BTreeSet<(String, String)> = found.into_iter().map(|(p, r, _)| (p, r)).collect();
     let duration = r"self.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$')";
     let expected: BTreeSet<(String, String)> = [
+        ("", "size(self.metadata.name) <= 63".to_owned()),
         (".spec", "!(has(self.replicas) && has(self.scaling))".to_owned()),
         (".spec.model.uri", "self.matches('^(https?|hf|s3|pvc)://')".to_owned()),
         (
@@ -188,7 +189,9 @@ fn every_rule_has_a_message_naming_its_field() {
             .unwrap_or_default()
             .to_owned();
         assert!(
-            message.contains(&leaf) || message.contains("spec.replicas"),
+            message.contains(&leaf)
+                || message.contains("spec.replicas")
+                || message.contains("metadata.name"),
             "message of {path} ({message}) should name the field {leaf}"
         );
     }
