@@ -18,6 +18,7 @@ export CARGO_BUILD_JOBS ?= 2
 export CARGO_TERM_COLOR ?= never
 
 CRD_YAML := crds/modelservice.yaml
+CHART_CRD := charts/modelfleet/templates/crd.yaml
 
 .PHONY: help
 help: ## List every target with what it does
@@ -36,15 +37,19 @@ build: toolchain ## Build every binary (debug)
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: generate
-generate: ## Regenerate the CRD YAML from the Rust types
+generate: ## Regenerate the CRD YAML and the chart's CRD template from the Rust types
 	$(CARGO) run --quiet -p modelfleet-crds --bin crdgen > $(CRD_YAML).tmp
 	mv $(CRD_YAML).tmp $(CRD_YAML)
-	@echo "wrote $(CRD_YAML)"
+	$(CARGO) run --quiet -p modelfleet-crds --bin crdgen -- --helm > $(CHART_CRD).tmp
+	mv $(CHART_CRD).tmp $(CHART_CRD)
+	@echo "wrote $(CRD_YAML) and $(CHART_CRD)"
 
 .PHONY: check-generated
 check-generated: ## Fail when a generated file differs from what `make generate` writes
 	@$(CARGO) run --quiet -p modelfleet-crds --bin crdgen | diff -u $(CRD_YAML) - \
 	  || { echo "error: $(CRD_YAML) is stale: run 'make generate' and commit the result"; exit 1; }
+	@$(CARGO) run --quiet -p modelfleet-crds --bin crdgen -- --helm | diff -u $(CHART_CRD) - \
+	  || { echo "error: $(CHART_CRD) is stale: run 'make generate' and commit the result"; exit 1; }
 	@echo "generated files are up to date"
 
 .PHONY: fmt

@@ -34,3 +34,18 @@ pub fn crd_yaml() -> Result<String, Error> {
     let body = serde_yaml::to_string(&ModelService::crd()).map_err(Error::Serialize)?;
     Ok(format!("{GENERATED_HEADER}\n{body}"))
 }
+
+/// The CRD as the Helm chart's template (`charts/modelfleet/templates/crd.yaml`). A template, not
+/// a file in the chart's `crds/` folder, so that `helm upgrade` upgrades it; kept on
+/// `helm uninstall` so that uninstalling never deletes the users' ModelServices.
+pub fn helm_crd_template() -> Result<String, Error> {
+    let mut crd = ModelService::crd();
+    crd.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("helm.sh/resource-policy".into(), "keep".into());
+    let body = serde_yaml::to_string(&crd).map_err(Error::Serialize)?;
+    Ok(format!(
+        "{GENERATED_HEADER}\n{{{{- if .Values.crds.install }}}}\n{body}{{{{- end }}}}\n"
+    ))
+}

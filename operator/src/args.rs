@@ -52,6 +52,27 @@ pub struct RunArgs {
     #[arg(long, env = "MODELFLEET_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     pub admin_addr: SocketAddr,
 
+    /// Namespace of the leader-election Lease. With it, only the replica holding the Lease
+    /// reconciles; without it, leader election is off (run one replica).
+    #[arg(
+        long,
+        env = "MODELFLEET_LEADER_ELECTION_NAMESPACE",
+        requires = "leader_election_lease"
+    )]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "MODELFLEET_LEADER_ELECTION_LEASE",
+        default_value = "modelfleet-operator"
+    )]
+    pub leader_election_lease: String,
+
+    /// Identity in the Lease; the pod name.
+    #[arg(long, env = "POD_NAME", default_value = "modelfleet-operator")]
+    pub pod_name: String,
+
     /// Log format.
     #[arg(long, env = "MODELFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod args;
 pub mod build;
 pub mod controller;
+pub mod lease;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub enum Error {
     Http(#[source] reqwest::Error),
     #[error("failed to serve the admin endpoints")]
     Admin(#[source] std::io::Error),
+    #[error("leader election failed")]
+    Lease(#[source] lease::Error),
 }
 
 /// `error: cause: cause` on one line, for logs and termination messages.
@@ -39,6 +42,16 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+/// Completes on SIGTERM (pending forever where signals cannot be installed).
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// Connects and runs the controller and the admin server until SIGTERM.
@@ -73,7 +86,36 @@ pub async fn run(args: args::RunArgs) -> Result<(), Error> {
         },
     ));
     tracing::info!(admin = %args.admin_addr, namespace = ?args.namespace, "operator starting");
-    controller::run(ctx, args.namespace.clone(), ready).await;
+    let elector = args.leader_election_namespace.as_deref().map(|ns| {
+        lease::LeaderElector::new(
+            ctx.client.clone(),
+            ns,
+            &args.leader_election_lease,
+            &args.pod_name,
+        )
+    });
+    if let Some(elector) = &elector {
+        // A standby replica is healthy and ready: it is waiting, not failing.
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(lease = %args.leader_election_lease, "waiting to acquire the lease");
+        tokio::select! {
+            r = elector.acquire() => r.map_err(Error::Lease)?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sigterm() => return Ok(()),
+        }
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let controller = controller::run(ctx, args.namespace.clone(), ready);
+    match &elector {
+        Some(elector) => tokio::select! {
+            () = controller => {}
+            lost = elector.keep() => {
+                let _ = stop_tx.send(());
+                return Err(Error::Lease(lost));
+            }
+        },
+        None => controller.await,
+    }
     tracing::info!("controller stopped; shutting down");
     let _ = stop_tx.send(());
     match admin.await {

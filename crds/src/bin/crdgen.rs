@@ -1,7 +1,15 @@
-//! Prints the ModelService CRD as YAML, with its "generated, do not edit" header.
+//! Prints the ModelService CRD as YAML, with its "generated, do not edit" header: plain with no
+//! argument, as the Helm chart's template with `--helm`.
 //!
-//! `make generate` writes its output to `crds/modelservice.yaml`; `make check-generated` compares.
+//! `make generate` writes both outputs (`crds/modelservice.yaml`,
+//! `charts/modelfleet/templates/crd.yaml`); `make check-generated` compares them.
 fn main() -> Result<(), modelfleet_crds::Error> {
-    print!("{}", modelfleet_crds::crd_yaml()?);
+    let helm = std::env::args().nth(1).as_deref() == Some("--helm");
+    let text = if helm {
+        modelfleet_crds::helm_crd_template()?
+    } else {
+        modelfleet_crds::crd_yaml()?
+    };
+    print!("{text}");
     Ok(())
 }
