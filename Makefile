@@ -65,8 +65,15 @@ lint: toolchain ## Check formatting and run clippy with warnings as errors
 unit: toolchain ## Run the unit tests (no control plane needed)
 	$(CARGO) test --workspace --exclude modelfleet-e2e
 
+.PHONY: test-argocd
+test-argocd: ## Run the Argo CD health script on sample statuses with a real Lua 5.1
+	@command -v lua5.1 >/dev/null || { echo "installing lua5.1 (Argo CD runs Lua 5.1)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua5.1) >/dev/null \
+	  || { echo "error: lua5.1 is missing: apt-get install lua5.1"; exit 1; }; }
+	lua5.1 integrations/argocd/health_test.lua
+
 .PHONY: test
-test: check-generated lint unit ## Run every test CI runs: generated files, lint, unit tests
+test: check-generated lint unit test-argocd ## Run every test CI runs: generated files, lint, unit tests
 	@echo "make test: all checks passed"
 
 -include runtime/runtime.mk
