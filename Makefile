@@ -80,6 +80,13 @@ test: check-generated lint unit test-argocd ## Run every test CI runs: generated
 -include e2e/e2e.mk
 -include sim/sim.mk
 
+.PHONY: images
+images: ## Build the operator and runtime images from scratch (buildah, no registry) as OCI archives in target/images
+	$(MAKE) --no-print-directory build-runtime
+	$(CARGO) build --release -p modelfleet-operator
+	images/build.sh modelfleet-operator target/release/modelfleet-operator target/images/modelfleet-operator.tar
+	images/build.sh modelfleet-runtime target/release/modelfleet-runtime target/images/modelfleet-runtime.tar
+
 .PHONY: demo
 demo: ## Run the whole job end to end locally (not built yet: issue 8)
 	@echo "make demo is not built yet (issue 8): it needs the runtime, control plane and operator first." >&2; exit 2
