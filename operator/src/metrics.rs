@@ -16,12 +16,20 @@ pub struct Outcome {
     pub result: String,
 }
 
+/// Label of the write counter: the kind of object written.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    /// `Deployment`, `Service`, `PodDisruptionBudget`, `ModelServiceStatus` or `Event`.
+    pub kind: String,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
     reconciles: Family<Outcome, Counter>,
     reconcile_duration: Histogram,
+    writes: Family<Kind, Counter>,
 }
 
 impl Default for Metrics {
@@ -36,10 +44,17 @@ impl Default for Metrics {
             "Duration of one reconcile",
             reconcile_duration.clone(),
         );
+        let writes = Family::<Kind, Counter>::default();
+        registry.register(
+            "kube_writes",
+            "Write requests to the apiserver by kind of object (zero while idle)",
+            writes.clone(),
+        );
         Self {
             registry,
             reconciles,
             reconcile_duration,
+            writes,
         }
     }
 }
@@ -51,6 +66,15 @@ impl Metrics {
         self.reconciles
             .get_or_create(&Outcome {
                 result: error.unwrap_or("ok").to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one write request to the apiserver.
+    pub fn count_write(&self, kind: &str) {
+        self.writes
+            .get_or_create(&Kind {
+                kind: kind.to_owned(),
             })
             .inc();
     }

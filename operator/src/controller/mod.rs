@@ -40,7 +40,7 @@ pub enum Error {
     Observe(#[from] observe::Error),
     #[error("failed to apply {kind} {name}")]
     Apply {
-        kind: &'static str,
+        kind: String,
         name: String,
         #[source]
         source: kube::Error,
@@ -197,8 +197,6 @@ async fn reconcile_inner(
     name: &str,
 ) -> Result<Action, Error> {
     let client = &ctx.client;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
 
     // Observe.
     let weight_bytes = match ms
@@ -216,18 +214,13 @@ async fn reconcile_inner(
         Ok(v) => build::selector_string(v),
         Err(_) => format!("{NAME_LABEL}={RUNTIME_NAME},{INSTANCE_LABEL}={name}"),
     };
-    let (mut deployment, pod_list) =
-        observe::children(&deployments, &pods, name, &selector).await?;
+    let mut observed = observe::children(client, ns, name, &selector).await?;
 
     // Build and apply.
     if let Ok(v) = &validated {
-        deployment = Some(apply(ctx, v).await?);
+        apply(ctx, v, &mut observed).await?;
     }
-    let observed = observe::Observed {
-        progress: observe::progress(&ctx.http, &pod_list).await,
-        deployment,
-        pods: pod_list,
-    };
+    observed.progress = observe::progress(&ctx.http, &observed.pods).await;
 
     // Status.
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -235,6 +228,7 @@ async fn reconcile_inner(
     publish_transitions(ctx, ms, ms.status.as_ref(), &new_status).await;
     if ms.status.as_ref() != Some(&new_status) {
         let api: Api<ModelService> = Api::namespaced(client.clone(), ns);
+        ctx.metrics.count_write("ModelServiceStatus");
         api.patch_status(
             name,
             &PatchParams::default(),
@@ -255,61 +249,121 @@ async fn reconcile_inner(
     )
 }
 
-/// Applies every child with server-side apply; returns the Deployment as the apiserver stored it.
-async fn apply(ctx: &Context, v: &Validated) -> Result<Deployment, Error> {
-    let client = &ctx.client;
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &v.namespace);
-    let services: Api<Service> = Api::namespaced(client.clone(), &v.namespace);
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &v.namespace);
+/// Annotation holding a digest of what the operator last applied to a child. When the built
+/// child has the same digest, the apply is skipped: an idle operator makes no write at all.
+pub const APPLIED_DIGEST: &str = "modelfleet.dev/applied-digest";
 
-    let applied = deployments
-        .patch(
-            &v.name,
-            &pp,
-            &Patch::Apply(with_type(build::deployment::deployment(v))),
-        )
-        .await
-        .map_err(|source| Error::Apply {
-            kind: "Deployment",
-            name: v.name.clone(),
-            source,
-        })?;
-    services
-        .patch(
-            &v.name,
-            &pp,
-            &Patch::Apply(with_type(build::service::service(v))),
-        )
-        .await
-        .map_err(|source| Error::Apply {
-            kind: "Service",
-            name: v.name.clone(),
-            source,
-        })?;
+/// Applies every child that differs from what was last applied, with server-side apply, and
+/// records what the apiserver stored in `observed`.
+async fn apply(
+    ctx: &Context,
+    v: &Validated,
+    observed: &mut observe::Observed,
+) -> Result<(), Error> {
+    let client = &ctx.client;
+    let ns = &v.namespace;
+    let deployment = build::deployment::deployment(v);
+    if let Some(d) = apply_child(
+        ctx,
+        Api::namespaced(client.clone(), ns),
+        deployment,
+        observed.deployment.as_ref(),
+    )
+    .await?
+    {
+        observed.deployment = Some(d);
+    }
+    let service = build::service::service(v);
+    if let Some(s) = apply_child(
+        ctx,
+        Api::namespaced(client.clone(), ns),
+        service,
+        observed.service.as_ref(),
+    )
+    .await?
+    {
+        observed.service = Some(s);
+    }
     match build::pdb::pdb(v) {
         Some(pdb) => {
-            pdbs.patch(&v.name, &pp, &Patch::Apply(with_type(pdb)))
-                .await
-                .map_err(|source| Error::Apply {
-                    kind: "PodDisruptionBudget",
-                    name: v.name.clone(),
-                    source,
-                })?;
-        }
-        None => match pdbs.delete(&v.name, &DeleteParams::default()).await {
-            Ok(_) => info!("deleted the PodDisruptionBudget: one replica left"),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => {
-                return Err(Error::Delete {
-                    kind: "PodDisruptionBudget",
-                    name: v.name.clone(),
-                    source,
-                });
+            if let Some(p) = apply_child(
+                ctx,
+                Api::namespaced(client.clone(), ns),
+                pdb,
+                observed.pdb.as_ref(),
+            )
+            .await?
+            {
+                observed.pdb = Some(p);
             }
-        },
+        }
+        None if observed.pdb.is_some() => {
+            let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+            ctx.metrics.count_write("PodDisruptionBudget");
+            match pdbs.delete(&v.name, &DeleteParams::default()).await {
+                Ok(_) => info!("deleted the PodDisruptionBudget: one replica left"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(source) => {
+                    return Err(Error::Delete {
+                        kind: "PodDisruptionBudget",
+                        name: v.name.clone(),
+                        source,
+                    });
+                }
+            }
+            observed.pdb = None;
+        }
+        None => {}
     }
-    Ok(applied)
+    Ok(())
+}
+
+/// Applies `desired` unless `existing` carries the same digest; returns the stored object when
+/// it applied.
+async fn apply_child<K>(
+    ctx: &Context,
+    api: Api<K>,
+    mut desired: K,
+    existing: Option<&K>,
+) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = ()>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let digest = digest(&desired);
+    let current =
+        existing.and_then(|e| e.meta().annotations.as_ref()?.get(APPLIED_DIGEST).cloned());
+    if current.as_deref() == Some(digest.as_str()) {
+        return Ok(None);
+    }
+    let name = desired.meta().name.clone().unwrap_or_default();
+    desired
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED_DIGEST.into(), digest);
+    let kind = K::kind(&()).into_owned();
+    ctx.metrics.count_write(&kind);
+    let stored = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(with_type(desired)),
+        )
+        .await
+        .map_err(|source| Error::Apply { kind, name, source })?;
+    Ok(Some(stored))
+}
+
+/// A digest of a built child: the first 16 hex digits of the SHA-256 of its JSON (field order is
+/// fixed by the types, so equal objects give equal digests).
+fn digest<K: serde::Serialize>(obj: &K) -> String {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(obj).unwrap_or_default();
+    hex::encode(&sha2::Sha256::digest(&bytes)[..8])
 }
 
 /// Server-side apply needs `apiVersion` and `kind` in the body.
@@ -364,6 +418,7 @@ async fn publish_transitions(
             action: format!("{type_}{}", after.status),
             secondary: None,
         };
+        ctx.metrics.count_write("Event");
         if let Err(e) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
             warn!(error = %e, "failed to publish an event");
         }

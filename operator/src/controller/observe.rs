@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::api::ListParams;
 
@@ -15,8 +16,8 @@ use crate::build::PORT_NAME;
 /// Failures while observing.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to read the Deployment {0}")]
-    Deployment(String, #[source] kube::Error),
+    #[error("failed to read the {0} {1}")]
+    Child(&'static str, String, #[source] kube::Error),
     #[error("failed to list the runtime pods of {0}")]
     Pods(String, #[source] kube::Error),
 }
@@ -25,6 +26,8 @@ pub enum Error {
 #[derive(Debug, Default, Clone)]
 pub struct Observed {
     pub deployment: Option<Deployment>,
+    pub service: Option<Service>,
+    pub pdb: Option<PodDisruptionBudget>,
     pub pods: Vec<Pod>,
     /// Download and load progress of replicas that are running but not ready yet.
     pub progress: Vec<RuntimeProgress>,
@@ -41,23 +44,37 @@ pub struct RuntimeProgress {
     pub ready: bool,
 }
 
-/// Reads the Deployment and the pods.
+/// Reads the children and the runtime pods of the ModelService `name`.
 pub async fn children(
-    deployments: &Api<Deployment>,
-    pods: &Api<Pod>,
+    client: &kube::Client,
+    ns: &str,
     name: &str,
     selector: &str,
-) -> Result<(Option<Deployment>, Vec<Pod>), Error> {
-    let deployment = deployments
+) -> Result<Observed, Error> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
-        .map_err(|e| Error::Deployment(name.to_owned(), e))?;
-    let pods = pods
+        .map_err(|e| Error::Child("Deployment", name.to_owned(), e))?;
+    let service = Api::<Service>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::Child("Service", name.to_owned(), e))?;
+    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::Child("PodDisruptionBudget", name.to_owned(), e))?;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(selector))
         .await
         .map_err(|e| Error::Pods(name.to_owned(), e))?
         .items;
-    Ok((deployment, pods))
+    Ok(Observed {
+        deployment,
+        service,
+        pdb,
+        pods,
+        progress: Vec::new(),
+    })
 }
 
 /// Scrapes the cold-start progress of every running, not yet ready runtime pod. A pod that does
