@@ -24,7 +24,7 @@ CHART_CRD := charts/modelfleet/templates/crd.yaml
 help: ## List every target with what it does
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) \
 	  | sort -u \
-	  | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}'
+	  | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[1m%-20s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: toolchain
 toolchain: ## Check the Rust toolchain and add rustfmt and clippy if missing
@@ -79,6 +79,18 @@ test: check-generated lint unit test-argocd ## Run every test CI runs: generated
 -include runtime/runtime.mk
 -include e2e/e2e.mk
 -include sim/sim.mk
+
+HELM ?= $(if $(wildcard $(MODELFLEET_CACHE)/bin/current/helm),$(MODELFLEET_CACHE)/bin/current/helm,helm)
+KUBECTL ?= $(if $(wildcard $(MODELFLEET_CACHE)/bin/current/kubectl),$(MODELFLEET_CACHE)/bin/current/kubectl,kubectl)
+
+.PHONY: chart-check
+chart-check: ## Lint the chart strictly and validate its manifests on the local apiserver (server-side dry run)
+	$(HELM) lint --strict charts/modelfleet
+	$(HELM) lint --strict charts/modelfleet --set operator.replicas=2,operator.leaderElection.enabled=true,serviceMonitor.enabled=true,operator.watchReleaseNamespaceOnly=true
+	$(HELM) template modelfleet charts/modelfleet --namespace default \
+	  | KUBECONFIG=$${KUBECONFIG:-$(MODELFLEET_CACHE)/cluster/kubeconfig} $(KUBECTL) apply --dry-run=server -f -
+	$(HELM) template modelfleet charts/modelfleet --namespace default --set operator.replicas=2,operator.leaderElection.enabled=true,operator.watchReleaseNamespaceOnly=true \
+	  | KUBECONFIG=$${KUBECONFIG:-$(MODELFLEET_CACHE)/cluster/kubeconfig} $(KUBECTL) apply --dry-run=server -f -
 
 .PHONY: images
 images: ## Build the operator and runtime images from scratch (buildah, no registry) as OCI archives in target/images
