@@ -54,11 +54,7 @@ pub struct RunArgs {
 
     /// Namespace of the leader-election Lease. With it, only the replica holding the Lease
     /// reconciles; without it, leader election is off (run one replica).
-    #[arg(
-        long,
-        env = "MODELFLEET_LEADER_ELECTION_NAMESPACE",
-        requires = "leader_election_lease"
-    )]
+    #[arg(long, env = "MODELFLEET_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
 
     /// Name of the leader-election Lease.

@@ -133,9 +133,19 @@ pub async fn run(
     let controller = Controller::new(services, watcher::Config::default().any_semantic());
     let store = controller.store();
     // Ready once the ModelService cache has synced: before that, the operator knows nothing.
+    // The store's readiness wakes only the last of several waiters (the controller waits too), so
+    // ask again every half second instead of waiting once.
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                    info!("ModelService cache synced: ready");
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
     });
     controller
