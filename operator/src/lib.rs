@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod autoscale;
 pub mod build;
 pub mod controller;
 pub mod lease;
