@@ -15,8 +15,19 @@ pub const WEIGHTS_AVAILABLE: &str = "WeightsAvailable";
 /// A rollout or a scale change is under way.
 pub const PROGRESSING: &str = "Progressing";
 
+/// The autoscaler has fresh metrics and acts on them (autoscaled ModelServices only; as the
+/// HorizontalPodAutoscaler's condition of the same name).
+pub const SCALING_ACTIVE: &str = "ScalingActive";
+
 /// Every condition type a ModelService reports.
-pub const TYPES: [&str; 5] = [READY, RECONCILING, STALLED, WEIGHTS_AVAILABLE, PROGRESSING];
+pub const TYPES: [&str; 6] = [
+    READY,
+    RECONCILING,
+    STALLED,
+    WEIGHTS_AVAILABLE,
+    PROGRESSING,
+    SCALING_ACTIVE,
+];
 
 /// Reasons a condition can carry.
 pub mod reasons {
@@ -52,4 +63,6 @@ pub mod reasons {
     pub const ROLLED_OUT: &str = "RolledOut";
     /// The autoscaler has no metrics from ready replicas and holds the replica count.
     pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
+    /// The autoscaler has fresh metrics from the ready replicas.
+    pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 }

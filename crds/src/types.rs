@@ -563,7 +563,8 @@ pub struct ModelServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,
 
-    /// Current conditions: `Ready`, `Reconciling`, `Stalled`, `WeightsAvailable`, `Progressing`.
+    /// Current conditions: `Ready`, `Reconciling`, `Stalled`, `WeightsAvailable`, `Progressing`,
+    /// and `ScalingActive` for autoscaled ModelServices.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

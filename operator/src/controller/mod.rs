@@ -5,6 +5,7 @@
 //! operator is the single writer of every field it sets (the Deployment's replica count
 //! included) and never touches fields others own.
 
+pub mod autoscaler;
 pub mod observe;
 pub mod status;
 pub mod validate;
@@ -31,7 +32,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::build::{self, INSTANCE_LABEL, NAME_LABEL, RUNTIME_NAME};
 use crate::metrics::Metrics;
-use validate::{Defaults, InvalidSpec, Validated};
+use validate::{Defaults, InvalidSpec, Replicas, Validated};
 
 /// Failures of one reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,10 @@ pub struct Context {
     pub sizes: observe::WeightSizes,
     /// Consecutive failures per object, for the backoff of `error_policy`.
     failures: Mutex<HashMap<ObjectRef<ModelService>, u32>>,
+    /// The autoscaler's memory per ModelService (by uid).
+    autoscalers: Mutex<HashMap<String, autoscaler::State>>,
+    /// The autoscaler's clock starts here.
+    started: Instant,
 }
 
 impl std::fmt::Debug for Context {
@@ -112,6 +117,8 @@ impl Context {
             metrics,
             sizes: observe::WeightSizes::default(),
             failures: Mutex::default(),
+            autoscalers: Mutex::default(),
+            started: Instant::now(),
         })
     }
 }
@@ -219,12 +226,39 @@ async fn reconcile_inner(
         None => ctx.sizes.get(&ctx.http, &ms.spec.model.uri).await,
     };
     // Validate.
-    let validated = validate::validate(ms, &ctx.defaults, weight_bytes);
+    let mut validated = validate::validate(ms, &ctx.defaults, weight_bytes);
     let selector = match &validated {
         Ok(v) => build::selector_string(v),
         Err(_) => format!("{NAME_LABEL}={RUNTIME_NAME},{INSTANCE_LABEL}={name}"),
     };
     let mut observed = observe::children(client, ns, name, &selector).await?;
+
+    // Autoscale: the policy's decision sets the replica count this reconcile applies.
+    let uid = ms.metadata.uid.clone().unwrap_or_default();
+    let mut scaler = None;
+    if let Ok(v) = &mut validated
+        && let Replicas::Autoscaled(scaling) = &v.replicas
+    {
+        let mut state = take_autoscaler(ctx, &uid);
+        let current = v.desired_replicas;
+        let tick = autoscaler::tick(
+            &ctx.http,
+            &mut state,
+            ctx.started,
+            scaling,
+            v.max_concurrency,
+            current,
+            &observed.pods,
+        )
+        .await;
+        if let Some(t) = &tick
+            && t.changed
+        {
+            v.desired_replicas = i32::try_from(t.recommendation.desired).unwrap_or(current);
+            info!(from = current, to = v.desired_replicas, reason = %t.recommendation.reason, "scaling");
+        }
+        scaler = Some((state, tick, current));
+    }
 
     // Build and apply.
     if let Ok(v) = &validated {
@@ -234,7 +268,51 @@ async fn reconcile_inner(
 
     // Status.
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new_status = status::compute(ms, validated.as_ref(), &observed, &now);
+    let mut new_status = status::compute(ms, validated.as_ref(), &observed, &now);
+    if let Some((mut state, tick, current)) = scaler {
+        let old = ms.status.as_ref();
+        let previous = old
+            .and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == conditions::SCALING_ACTIVE)
+            })
+            .cloned();
+        match &tick {
+            Some(t) => {
+                new_status.autoscaling = Some(autoscaler::status(
+                    &mut state,
+                    old.and_then(|s| s.autoscaling.as_ref()),
+                    t,
+                    current,
+                    &now,
+                ));
+                let (ok, reason, message) = if t.recommendation.metrics_missing {
+                    (
+                        false,
+                        reasons::METRICS_UNAVAILABLE,
+                        format!("holding {current} replicas: {}", t.recommendation.reason),
+                    )
+                } else {
+                    (
+                        true,
+                        reasons::METRICS_AVAILABLE,
+                        "the autoscaler has fresh metrics from the ready replicas".to_owned(),
+                    )
+                };
+                let fresh = status::condition(conditions::SCALING_ACTIVE, ok, reason, &message);
+                let old_conds: Vec<_> = previous.into_iter().collect();
+                new_status.conditions.extend(status::merge_conditions(
+                    &old_conds,
+                    vec![fresh],
+                    ms.metadata.generation,
+                    &now,
+                ));
+            }
+            None => new_status.conditions.extend(previous),
+        }
+        put_autoscaler(ctx, uid, state);
+    }
     publish_transitions(ctx, ms, ms.status.as_ref(), &new_status).await;
     if ms.status.as_ref() != Some(&new_status) {
         let api: Api<ModelService> = Api::namespaced(client.clone(), ns);
@@ -257,6 +335,26 @@ async fn reconcile_inner(
             (Ok(_), true) => Action::requeue(Duration::from_secs(120)),
         },
     )
+}
+
+/// Takes the autoscaler state of a ModelService out of the context (a reconcile owns it while it
+/// scrapes, without holding a lock), forgetting states no reconcile touched for an hour.
+fn take_autoscaler(ctx: &Context, uid: &str) -> autoscaler::State {
+    let Ok(mut map) = ctx.autoscalers.lock() else {
+        return autoscaler::State::default();
+    };
+    map.retain(|_, s| {
+        s.touched
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
+    });
+    map.remove(uid).unwrap_or_default()
+}
+
+fn put_autoscaler(ctx: &Context, uid: String, mut state: autoscaler::State) {
+    state.touched = Some(Instant::now());
+    if let Ok(mut map) = ctx.autoscalers.lock() {
+        map.insert(uid, state);
+    }
 }
 
 /// Annotation holding a digest of what the operator last applied to a child. When the built

@@ -372,6 +372,11 @@ impl RuntimeProgress {
     }
 }
 
+/// A condition of `type_`, before [`merge_conditions`] stamps it.
+pub fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
+    cond(type_, status, reason, message)
+}
+
 fn cond(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
     Condition {
         type_: type_.to_owned(),

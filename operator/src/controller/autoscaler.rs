@@ -1,0 +1,339 @@
+//! The autoscaler's side effects: scrape the ready runtime pods of a ModelService with
+//! `spec.scaling`, keep a window of observations per ModelService, ask the pure policy
+//! (`crate::autoscale::policy::decide`) for a replica count, and say what it saw and decided in
+//! `status.autoscaling`. The reconcile applies the decision to the Deployment, so the
+//! Deployment's replica count keeps one writer, and `spec` is never written.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use modelfleet_crds::{AutoscalingStatus, ScalingDecision};
+
+use super::validate::{Scaling, format_duration};
+use crate::autoscale::policy::{
+    self, LatencyModel, Observation, PastDecision, PolicyConfig, PolicyInput, Recommendation,
+};
+use crate::autoscale::window::{self, PodMetrics, PodReport};
+use crate::build::PORT_NAME;
+
+/// Seconds between two scrapes of the same ModelService's pods.
+pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one scrape may take.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Cold start assumed before one has been measured.
+pub const DEFAULT_COLD_START: Duration = Duration::from_secs(60);
+/// Most decisions kept in status.
+pub const MAX_DECISIONS: usize = 5;
+/// Observed values in status are refreshed at most this often, unless the replica count changes:
+/// status writes stay rare while the figures drift.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(15);
+
+/// What the autoscaler remembers about one ModelService between reconciles.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Each ready pod's last scrape: when and what.
+    last: HashMap<String, (Instant, PodMetrics)>,
+    observations: VecDeque<Observation>,
+    decisions: Vec<PastDecision>,
+    model: Option<LatencyModel>,
+    last_tick: Option<Instant>,
+    last_status_refresh: Option<Instant>,
+    /// When a reconcile last used this state (to forget deleted ModelServices).
+    pub touched: Option<Instant>,
+}
+
+/// The outcome of one tick.
+#[derive(Debug, Clone)]
+pub struct Tick {
+    pub recommendation: Recommendation,
+    /// Whether the recommendation changes the replica count.
+    pub changed: bool,
+    /// p95 of the objective's latency in the last window, and the request rate.
+    pub p95: Option<f64>,
+    pub rate: f64,
+}
+
+/// Scrapes the ready pods and decides, at most every [`SCRAPE_INTERVAL`]; `None` between ticks.
+pub async fn tick(
+    http: &reqwest::Client,
+    state: &mut State,
+    started: Instant,
+    scaling: &Scaling,
+    max_concurrency: i32,
+    current: i32,
+    pods: &[Pod],
+) -> Option<Tick> {
+    let now = Instant::now();
+    if state
+        .last_tick
+        .is_some_and(|t| now.duration_since(t) < SCRAPE_INTERVAL)
+    {
+        return None;
+    }
+    state.last_tick = Some(now);
+
+    let ready: Vec<(String, String)> = pods
+        .iter()
+        .filter(|p| is_ready(p))
+        .filter_map(metrics_url)
+        .collect();
+    let scrapes = ready.iter().map(|(pod, url)| async move {
+        let result = async {
+            let response = http
+                .get(url)
+                .timeout(SCRAPE_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| describe(&e))?;
+            let text = response
+                .error_for_status()
+                .map_err(|e| describe(&e))?
+                .text()
+                .await
+                .map_err(|e| describe(&e))?;
+            window::parse_pod_metrics(&text).map_err(|e| e.to_string())
+        }
+        .await;
+        (pod.clone(), result)
+    });
+    let results = futures::future::join_all(scrapes).await;
+
+    let mut reports = Vec::with_capacity(results.len());
+    let mut seen = HashMap::new();
+    for (pod, result) in results {
+        match result {
+            Ok(metrics) => {
+                // A pod answering for the first time has no window yet: it is neither measured
+                // nor missing.
+                if let Some((at, earlier)) = state.last.get(&pod) {
+                    let seconds = now.duration_since(*at).as_secs_f64();
+                    reports.push(PodReport::Measured {
+                        pod: pod.clone(),
+                        window: window::pod_window(earlier, &metrics, seconds),
+                    });
+                }
+                seen.insert(pod, (now, metrics));
+            }
+            Err(reason) => {
+                // Keep the old scrape: the next answer measures over the longer window.
+                if let Some(old) = state.last.remove(&pod) {
+                    seen.insert(pod.clone(), old);
+                }
+                reports.push(PodReport::Missing { pod, reason });
+            }
+        }
+    }
+    state.last = seen;
+
+    let at = now.duration_since(started).as_secs_f64();
+    let summary = window::summarize(&reports);
+    let observation = summary.observation(scaling.metric, at);
+    let (p95, rate) = (observation.p95, observation.completed_rate);
+    if !reports.is_empty() {
+        state.observations.push_back(observation);
+    }
+    // The policy asks for at least max(scale-down delay, 10 min) of history.
+    let keep = scaling
+        .scale_down_delay
+        .max(Duration::from_secs(600))
+        .as_secs_f64()
+        + 60.0;
+    while state.observations.front().is_some_and(|o| at - o.at > keep) {
+        state.observations.pop_front();
+    }
+    state.decisions.retain(|d| at - d.at <= keep);
+
+    let input = PolicyInput {
+        config: PolicyConfig {
+            objective: scaling.objective,
+            min_replicas: u32::try_from(scaling.min).unwrap_or(1),
+            max_replicas: u32::try_from(scaling.max).unwrap_or(1),
+            scale_down_delay: scaling.scale_down_delay,
+            max_concurrency: u32::try_from(max_concurrency).unwrap_or(1),
+        },
+        observations: state.observations.iter().cloned().collect(),
+        current_replicas: u32::try_from(current).unwrap_or(0),
+        ready_replicas: u32::try_from(ready.len()).unwrap_or(0),
+        cold_start: cold_start(pods).unwrap_or(DEFAULT_COLD_START),
+        decisions: state.decisions.clone(),
+        now: at,
+        model: state.model,
+    };
+    let rec = policy::decide(&input);
+    state.model = rec.model.or(state.model);
+    let changed = i64::from(rec.desired) != i64::from(current);
+    if changed {
+        state.decisions.push(PastDecision {
+            at,
+            from: input.current_replicas,
+            to: rec.desired,
+        });
+    }
+    Some(Tick {
+        recommendation: rec,
+        changed,
+        p95,
+        rate,
+    })
+}
+
+/// The new `status.autoscaling`, from the old one and this tick. Observed figures are refreshed
+/// at most every [`STATUS_REFRESH`] unless the count changed, so status writes stay rare.
+pub fn status(
+    state: &mut State,
+    old: Option<&AutoscalingStatus>,
+    tick: &Tick,
+    current: i32,
+    now: &Time,
+) -> AutoscalingStatus {
+    let mut s = old.cloned().unwrap_or_default();
+    let refresh_due = state
+        .last_status_refresh
+        .is_none_or(|t| t.elapsed() >= STATUS_REFRESH);
+    if tick.changed || refresh_due {
+        state.last_status_refresh = Some(Instant::now());
+        s.observed_p95 = tick
+            .p95
+            .map(|p| format_duration(Duration::from_millis((p * 1000.0).round() as u64)));
+        s.observed_request_rate = Some(format!("{:.2}", tick.rate));
+    }
+    if tick.changed {
+        s.last_scale_time = Some(now.clone());
+        s.last_decisions.push(ScalingDecision {
+            time: now.clone(),
+            from: current,
+            to: i32::try_from(tick.recommendation.desired).unwrap_or(i32::MAX),
+            reason: truncate(&tick.recommendation.reason, 1000),
+        });
+        let excess = s.last_decisions.len().saturating_sub(MAX_DECISIONS);
+        s.last_decisions.drain(..excess);
+    }
+    s
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn metrics_url(p: &Pod) -> Option<(String, String)> {
+    let ip = p.status.as_ref()?.pod_ip.as_deref()?;
+    let port = p
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|port| port.name.as_deref() == Some(PORT_NAME))?
+        .container_port;
+    Some((
+        p.metadata.name.clone().unwrap_or_default(),
+        format!("http://{ip}:{port}/metrics"),
+    ))
+}
+
+/// The longest time a current pod took from creation to ready: what a new replica will need.
+pub fn cold_start(pods: &[Pod]) -> Option<Duration> {
+    pods.iter()
+        .filter_map(|p| {
+            let created = p.metadata.creation_timestamp.as_ref()?.0;
+            let ready = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "Ready" && c.status == "True")?
+                .last_transition_time
+                .as_ref()?
+                .0;
+            let seconds = ready.as_second() - created.as_second();
+            u64::try_from(seconds).ok().map(Duration::from_secs)
+        })
+        .max()
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("timed out after {}s", SCRAPE_TIMEOUT.as_secs())
+    } else if e.is_connect() {
+        "connection refused".to_owned()
+    } else if let Some(status) = e.status() {
+        format!("HTTP {status}")
+    } else {
+        "request failed".to_owned()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(desired: u32, changed: bool) -> Tick {
+        Tick {
+            recommendation: Recommendation {
+                desired,
+                reason: format!("to {desired}"),
+                metrics_missing: false,
+                arrival_rate: None,
+                capacity_per_replica: None,
+                model: None,
+            },
+            changed,
+            p95: Some(2.3456),
+            rate: 1.234,
+        }
+    }
+
+    fn t(s: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(s).expect("time"))
+    }
+
+    #[test]
+    fn decisions_are_kept_newest_last_at_most_five() {
+        let mut state = State::default();
+        let mut s = AutoscalingStatus::default();
+        for i in 0..7 {
+            s = status(
+                &mut state,
+                Some(&s),
+                &tick(i + 2, true),
+                i32::try_from(i).unwrap_or(0) + 1,
+                &t(i64::from(i)),
+            );
+        }
+        assert_eq!(s.last_decisions.len(), MAX_DECISIONS);
+        assert_eq!(s.last_decisions.last().map(|d| d.to), Some(8));
+        assert_eq!(s.last_decisions[0].to, 4);
+        assert_eq!(s.last_scale_time, Some(t(6)));
+        assert_eq!(s.observed_p95.as_deref(), Some("2.35s"));
+        assert_eq!(s.observed_request_rate.as_deref(), Some("1.23"));
+    }
+
+    #[test]
+    fn observed_figures_refresh_at_most_every_15s_without_a_change() {
+        let mut state = State::default();
+        let first = status(&mut state, None, &tick(1, false), 1, &t(0));
+        let mut second_tick = tick(1, false);
+        second_tick.p95 = Some(9.0);
+        let second = status(&mut state, Some(&first), &second_tick, 1, &t(5));
+        assert_eq!(first, second, "no write for drifting figures");
+        assert!(second.last_decisions.is_empty());
+    }
+}
