@@ -193,7 +193,7 @@ fn container(v: &Validated) -> Container {
         }),
         period_seconds: Some(period),
         failure_threshold: Some(failures),
-        timeout_seconds: Some(2),
+        timeout_seconds: Some(3),
         ..Probe::default()
     };
     let startup_failures = startup_budget_seconds(v.weight_bytes)
@@ -228,7 +228,10 @@ fn container(v: &Validated) -> Container {
         // start a budget sized from the weights before liveness takes over.
         startup_probe: Some(probe("/livez", STARTUP_PERIOD_SECONDS, startup_failures)),
         liveness_probe: Some(probe("/livez", 10, 3)),
-        readiness_probe: Some(probe("/readyz", 2, 1)),
+        // Three misses before a busy replica leaves the endpoints: a replica saturated by decoding
+        // may answer a probe late, and flapping would only move its load to the others. A
+        // terminating pod leaves the endpoints at once anyway.
+        readiness_probe: Some(probe("/readyz", 5, 3)),
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 sleep: Some(SleepAction {
