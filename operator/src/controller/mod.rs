@@ -86,6 +86,8 @@ pub struct Context {
     autoscalers: Mutex<HashMap<String, autoscaler::State>>,
     /// The autoscaler's clock starts here.
     started: Instant,
+    /// When each ModelService's status was last written (by uid), to pace progress updates.
+    status_writes: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -119,6 +121,7 @@ impl Context {
             failures: Mutex::default(),
             autoscalers: Mutex::default(),
             started: Instant::now(),
+            status_writes: Mutex::default(),
         })
     }
 }
@@ -311,10 +314,17 @@ async fn reconcile_inner(
             }
             None => new_status.conditions.extend(previous),
         }
-        put_autoscaler(ctx, uid, state);
+        put_autoscaler(ctx, uid.clone(), state);
     }
     publish_transitions(ctx, ms, ms.status.as_ref(), &new_status).await;
-    if ms.status.as_ref() != Some(&new_status) {
+    let progress_only = ms
+        .status
+        .as_ref()
+        .is_some_and(|old| without_progress(old) == without_progress(&new_status));
+    let throttled = progress_only && recently_patched(ctx, &uid, PROGRESS_INTERVAL);
+    if ms.status.as_ref() != Some(&new_status) && !throttled {
+        mark_patched(ctx, &uid);
+        tracing::debug!(changed = %status_diff(ms.status.as_ref(), &new_status), "patching status");
         let api: Api<ModelService> = Api::namespaced(client.clone(), ns);
         ctx.metrics.count_write("ModelServiceStatus");
         api.patch_status(
@@ -335,6 +345,61 @@ async fn reconcile_inner(
             (Ok(_), true) => Action::requeue(Duration::from_secs(120)),
         },
     )
+}
+
+/// Download progress alone is written at most this often: each status write triggers a
+/// reconcile, which would otherwise write the next few megabytes at once, in a loop.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The status without what changes while bytes arrive (byte counts and the messages that quote
+/// them), to tell a progress update from a real change.
+fn without_progress(s: &ModelServiceStatus) -> ModelServiceStatus {
+    let mut s = s.clone();
+    if let Some(w) = &mut s.weights {
+        w.bytes_done = 0;
+    }
+    for c in &mut s.conditions {
+        if c.reason == reasons::DOWNLOADING {
+            c.message.clear();
+        }
+    }
+    s
+}
+
+fn recently_patched(ctx: &Context, uid: &str, within: Duration) -> bool {
+    ctx.status_writes
+        .lock()
+        .is_ok_and(|m| m.get(uid).is_some_and(|t| t.elapsed() < within))
+}
+
+fn mark_patched(ctx: &Context, uid: &str) {
+    if let Ok(mut m) = ctx.status_writes.lock() {
+        m.retain(|_, t| t.elapsed() < Duration::from_secs(3600));
+        m.insert(uid.to_owned(), Instant::now());
+    }
+}
+
+/// Which top-level status fields and conditions differ, for the debug log.
+fn status_diff(old: Option<&ModelServiceStatus>, new: &ModelServiceStatus) -> String {
+    let old = serde_json::to_value(old.cloned().unwrap_or_default()).unwrap_or_default();
+    let new = serde_json::to_value(new).unwrap_or_default();
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+        return String::new();
+    };
+    let mut keys: Vec<_> = o.keys().chain(n.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| o.get(*k) != n.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: {} -> {}",
+                o.get(k).map(|v| v.to_string()).unwrap_or_default(),
+                n.get(k).map(|v| v.to_string()).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Takes the autoscaler state of a ModelService out of the context (a reconcile owns it while it

@@ -1,0 +1,583 @@
+//! e2e: the operator against the local control plane, with real runtime pods on fake GPU nodes.
+//!
+//! Each test starts its own operator process (`target/debug/modelfleet-operator`, built by
+//! `make e2e`) watching only its namespace, with the admin kubeconfig; the chart's RBAC is tested
+//! by the chart's own e2e. Runtime pods run the real `modelfleet-runtime` binary through the pod
+//! runner, and load the real SmolLM2 weights from the model store on 127.0.0.1:18080.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use modelfleet_crds::ModelService;
+use modelfleet_e2e::{kubeconfig_path, kubectl, kubectl_ok, repo_root, with_temp_ns};
+use tokio::process::{Child, Command};
+
+const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+const MODEL_URI: &str = "http://127.0.0.1:18080/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Cold start of one runtime pod here: fetch 98 MB from loopback, digest, load, warm up.
+const READY_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// An operator process for one test; killed when dropped.
+struct Operator {
+    child: Child,
+    admin: String,
+}
+
+impl Operator {
+    async fn start(ns: &str, extra: &[&str]) -> Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let admin = format!("127.0.0.1:{port}");
+        let bin = repo_root().join("target/debug/modelfleet-operator");
+        ensure!(
+            bin.exists(),
+            "{} is missing: run `make e2e`, which builds it",
+            bin.display()
+        );
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("operator-{ns}-{port}.log")))?;
+        let child = Command::new(bin)
+            .args([
+                "run",
+                "--namespace",
+                ns,
+                "--admin-addr",
+                &admin,
+                "--runtime-image",
+                "localhost/modelfleet-runtime:0.1.0",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUST_LOG", "info,modelfleet_operator=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("failed to start the operator")?;
+        let op = Self { child, admin };
+        op.wait_ready().await?;
+        Ok(op)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let url = format!("http://{}/readyz", self.admin);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("operator at {} not ready within 30s", self.admin)
+    }
+
+    /// Write requests the operator made so far, from its own `/metrics`.
+    /// Write requests the operator made so far, by kind, from its own `/metrics`.
+    async fn writes(&self) -> Result<Vec<(String, f64)>> {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("modelfleet_operator_kube_writes_total"))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_owned(), value.parse::<f64>().ok()?))
+            })
+            .collect())
+    }
+}
+
+fn install_crd() -> Result<()> {
+    let crd = repo_root().join("crds/modelservice.yaml");
+    kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crd.to_str().context("path")?,
+    ])?;
+    kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/modelservices.modelfleet.dev",
+        "--timeout=30s",
+    ])?;
+    Ok(())
+}
+
+/// Labels the namespace so the apiserver enforces the restricted Pod Security profile: a
+/// runtime pod that breaks it is never created.
+async fn enforce_restricted(client: &Client, ns: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let patch = serde_json::json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}});
+    api.patch(ns, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+fn model_service(name: &str, spec: serde_json::Value) -> Result<ModelService> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "modelfleet.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))?)
+}
+
+/// The SmolLM2 sample on one fake H100 per replica.
+fn smollm2_spec(sha256: &str) -> serde_json::Value {
+    serde_json::json!({
+        "model": {"uri": MODEL_URI, "sha256": sha256, "quantization": "Q4_1", "servedName": "smollm2"},
+        "runtime": {"maxConcurrency": 2, "contextLength": 1024},
+        "resources": {"accelerator": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}, "cpu": "1", "memory": "1Gi"},
+        "replicas": 1,
+    })
+}
+
+fn condition(ms: &ModelService, type_: &str) -> Option<(String, String, String)> {
+    let c = ms
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Polls the ModelService until `pred` holds; returns it. `what` names the wait in errors.
+async fn wait_ms(
+    api: &Api<ModelService>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&ModelService) -> bool,
+) -> Result<ModelService> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(ms) = api.get_opt(name).await? {
+            if pred(&ms) {
+                return Ok(ms);
+            }
+            last = ms.status.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("timed out after {timeout:?} waiting for {name}: {what}; last status: {last:?}")
+}
+
+async fn wait_until<F, Fut>(timeout: Duration, what: &str, f: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f().await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("timed out after {timeout:?}: {what}")
+}
+
+fn is_ready(ms: &ModelService) -> bool {
+    condition(ms, "Ready").is_some_and(|(s, _, _)| s == "True")
+}
+
+#[tokio::test]
+async fn sample_serves_scales_rolls_idles_and_is_collected() {
+    with_temp_ns("op-life", |client, ns| async move {
+        install_crd()?;
+        enforce_restricted(&client, &ns).await?;
+        let op = Operator::start(&ns, &[]).await?;
+        let mss: Api<ModelService> = Api::namespaced(client.clone(), &ns);
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        mss.create(
+            &PostParams::default(),
+            &model_service("smollm2", smollm2_spec(SHA256))?,
+        )
+        .await?;
+
+        // Ready once the runtime pod is; `kubectl wait` agrees.
+        let ms = wait_ms(&mss, "smollm2", READY_TIMEOUT, "Ready=True", is_ready).await?;
+        let status = ms.status.clone().context("status")?;
+        assert_eq!(status.ready_replicas, 1);
+        assert_eq!(status.observed_generation, ms.metadata.generation);
+        assert_eq!(
+            status.selector.as_deref(),
+            Some("app.kubernetes.io/instance=smollm2,app.kubernetes.io/name=modelfleet-runtime")
+        );
+        kubectl_ok(&[
+            "wait",
+            "-n",
+            &ns,
+            "--for=condition=Ready",
+            "ms/smollm2",
+            "--timeout=10s",
+        ])?;
+        let table = kubectl_ok(&["get", "ms", "-n", &ns])?;
+        eprintln!("{table}");
+        let header: Vec<_> = table
+            .lines()
+            .next()
+            .context("header")?
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            &header[..6],
+            ["NAME", "READY", "REPLICAS", "DESIRED", "QUANT", "P95"]
+        );
+        let row: Vec<_> = table
+            .lines()
+            .nth(1)
+            .context("row")?
+            .split_whitespace()
+            .collect();
+        assert_eq!(&row[..3], ["smollm2", "True", "1"], "{table}");
+
+        // The pod runs on a fake GPU node with one GPU, and the Service selects it.
+        let pod_list = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/instance=smollm2"))
+            .await?;
+        let pod = pod_list.items.first().context("a runtime pod")?;
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .context("scheduled")?;
+        let node = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .get(&node)
+            .await?;
+        assert_eq!(
+            node.labels()
+                .get("nvidia.com/gpu.product")
+                .map(String::as_str),
+            Some("NVIDIA-H100-80GB-HBM3"),
+            "on a fake GPU node of the requested product"
+        );
+        let svc = Api::<Service>::namespaced(client.clone(), &ns)
+            .get("smollm2")
+            .await?;
+        assert_eq!(svc.owner_references()[0].kind, "ModelService");
+
+        // The pod answers the OpenAI API on its own address.
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .context("pod IP")?;
+        let models: serde_json::Value = reqwest::get(format!("http://{ip}:8080/v1/models"))
+            .await?
+            .json()
+            .await?;
+        assert_eq!(models["data"][0]["id"], "smollm2", "{models}");
+
+        // Idle: no write request at all over a minute.
+        let before = op.writes().await?;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let after = op.writes().await?;
+        assert_eq!(before, after, "the operator wrote while idle");
+
+        // `kubectl scale` goes through the scale subresource to spec.replicas, then the Deployment;
+        // a PodDisruptionBudget appears with the second replica.
+        kubectl_ok(&["scale", "-n", &ns, "ms/smollm2", "--replicas=2"])?;
+        let d = deployments.clone();
+        wait_until(Duration::from_secs(30), "Deployment scaled to 2", || {
+            let d = d.clone();
+            async move { Ok(d.get("smollm2").await?.spec.and_then(|s| s.replicas) == Some(2)) }
+        })
+        .await?;
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+        let p = pdbs.clone();
+        wait_until(Duration::from_secs(30), "PDB created", || {
+            let p = p.clone();
+            async move { Ok(p.get_opt("smollm2").await?.is_some()) }
+        })
+        .await?;
+        wait_ms(&mss, "smollm2", READY_TIMEOUT, "2 replicas ready", |m| {
+            is_ready(m) && m.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
+        })
+        .await?;
+
+        // A spec change rolls the Deployment (a new pod template).
+        let generation = deployments.get("smollm2").await?.metadata.generation;
+        let patch = serde_json::json!({"spec": {"runtime": {"maxConcurrency": 3}}});
+        mss.patch("smollm2", &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        let d = deployments.clone();
+        wait_until(
+            Duration::from_secs(30),
+            "Deployment template updated",
+            || {
+                let d = d.clone();
+                async move {
+                    let dep = d.get("smollm2").await?;
+                    let args = dep
+                        .spec
+                        .and_then(|s| s.template.spec)
+                        .map(|p| p.containers[0].args.clone().unwrap_or_default())
+                        .unwrap_or_default();
+                    Ok(dep.metadata.generation > generation
+                        && args
+                            .windows(2)
+                            .any(|w| w[0] == "--max-concurrency" && w[1] == "3"))
+                }
+            },
+        )
+        .await?;
+        let ms = wait_ms(
+            &mss,
+            "smollm2",
+            READY_TIMEOUT,
+            "Ready after the rollout",
+            |m| {
+                is_ready(m)
+                    && m.status.as_ref().and_then(|s| s.observed_generation)
+                        == m.metadata.generation
+            },
+        )
+        .await?;
+        assert_eq!(ms.status.map(|s| s.ready_replicas), Some(2));
+
+        // Deleting the ModelService deletes its children (owner references, garbage collector).
+        mss.delete("smollm2", &DeleteParams::foreground()).await?;
+        let (d, s, p) = (
+            deployments.clone(),
+            Api::<Service>::namespaced(client.clone(), &ns),
+            pdbs.clone(),
+        );
+        wait_until(
+            Duration::from_secs(60),
+            "children garbage-collected",
+            || {
+                let (d, s, p) = (d.clone(), s.clone(), p.clone());
+                async move {
+                    Ok(d.get_opt("smollm2").await?.is_none()
+                        && s.get_opt("smollm2").await?.is_none()
+                        && p.get_opt("smollm2").await?.is_none())
+                }
+            },
+        )
+        .await?;
+        drop(op);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn more_gpus_than_any_node_reports_unschedulable_within_30s() {
+    with_temp_ns("op-gpu", |client, ns| async move {
+        install_crd()?;
+        let _op = Operator::start(&ns, &[]).await?;
+        let mss: Api<ModelService> = Api::namespaced(client.clone(), &ns);
+        let mut spec = smollm2_spec(SHA256);
+        spec["resources"]["accelerator"]["count"] = serde_json::json!(16);
+        mss.create(&PostParams::default(), &model_service("too-big", spec)?)
+            .await?;
+        let ms = wait_ms(
+            &mss,
+            "too-big",
+            Duration::from_secs(30),
+            "Unschedulable",
+            |m| condition(m, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "Unschedulable"),
+        )
+        .await?;
+        let (status, reason, message) = condition(&ms, "Stalled").context("Stalled")?;
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "Unschedulable")
+        );
+        assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_digest_stalls_with_the_runtime_words_and_never_serves() {
+    with_temp_ns("op-digest", |client, ns| async move {
+        install_crd()?;
+        let _op = Operator::start(&ns, &[]).await?;
+        let mss: Api<ModelService> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let wrong = "0".repeat(64);
+        mss.create(
+            &PostParams::default(),
+            &model_service("bad-digest", smollm2_spec(&wrong))?,
+        )
+        .await?;
+        // Watch readiness the whole time: no pod of it may ever be Ready.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            ensure!(
+                Instant::now() < deadline,
+                "no DigestMismatch within {READY_TIMEOUT:?}"
+            );
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=bad-digest"))
+                .await?;
+            for p in &list.items {
+                let ready =
+                    modelfleet_e2e::pod_condition(p, "Ready").is_some_and(|c| c.status == "True");
+                ensure!(
+                    !ready,
+                    "pod {} became Ready with weights that fail their digest",
+                    p.name_any()
+                );
+            }
+            let ms = mss.get("bad-digest").await?;
+            if let Some((status, reason, message)) = condition(&ms, "Stalled")
+                && status == "True"
+            {
+                assert_eq!(reason, "DigestMismatch", "{message}");
+                assert!(
+                    message.contains(&wrong[..16]) || message.to_lowercase().contains("digest"),
+                    "{message}"
+                );
+                assert_eq!(
+                    ms.status.and_then(|s| s.weights).map(|w| w.phase),
+                    Some(modelfleet_crds::WeightsPhase::Failed)
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_operator_takes_over_the_lease_within_17s() {
+    with_temp_ns("op-lease", |client, ns| async move {
+        install_crd()?;
+        let lease_args = |id: &str| {
+            vec![
+                "--leader-election-namespace".to_owned(),
+                ns.clone(),
+                "--pod-name".to_owned(),
+                id.to_owned(),
+            ]
+        };
+        let a_args = lease_args("operator-a");
+        let a =
+            Operator::start(&ns, &a_args.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        let l = leases.clone();
+        wait_until(
+            Duration::from_secs(20),
+            "operator-a holds the lease",
+            || {
+                let l = l.clone();
+                async move {
+                    Ok(l.get_opt("modelfleet-operator")
+                        .await?
+                        .and_then(|l| l.spec?.holder_identity)
+                        .as_deref()
+                        == Some("operator-a"))
+                }
+            },
+        )
+        .await?;
+        let b_args = lease_args("operator-b");
+        let _b =
+            Operator::start(&ns, &b_args.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        let mss: Api<ModelService> = Api::namespaced(client.clone(), &ns);
+        let mut spec = smollm2_spec(SHA256);
+        spec["replicas"] = serde_json::json!(0);
+        mss.create(&PostParams::default(), &model_service("leased", spec)?)
+            .await?;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let d = deployments.clone();
+        wait_until(Duration::from_secs(20), "the leader reconciles", || {
+            let d = d.clone();
+            async move { Ok(d.get_opt("leased").await?.is_some()) }
+        })
+        .await?;
+
+        // Kill the leader without letting it release anything; B must lead within 17 s.
+        let mut a = a;
+        a.child.start_kill()?;
+        a.child.wait().await?;
+        let killed = Instant::now();
+        let l = leases.clone();
+        wait_until(
+            Duration::from_secs(17),
+            "operator-b takes the lease",
+            || {
+                let l = l.clone();
+                async move {
+                    Ok(l.get_opt("modelfleet-operator")
+                        .await?
+                        .and_then(|l| l.spec?.holder_identity)
+                        .as_deref()
+                        == Some("operator-b"))
+                }
+            },
+        )
+        .await?;
+        eprintln!(
+            "operator-b took over {:?} after operator-a was killed",
+            killed.elapsed()
+        );
+        // B reconciles: a change reaches the Deployment, and there is still exactly one of each child.
+        let patch = serde_json::json!({"spec": {"replicas": 1}});
+        mss.patch("leased", &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        let d = deployments.clone();
+        wait_until(
+            Duration::from_secs(20),
+            "operator-b applies the change",
+            || {
+                let d = d.clone();
+                async move { Ok(d.get("leased").await?.spec.and_then(|s| s.replicas) == Some(1)) }
+            },
+        )
+        .await?;
+        assert_eq!(
+            deployments.list(&ListParams::default()).await?.items.len(),
+            1
+        );
+        assert_eq!(
+            Api::<Service>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await?
+                .items
+                .len(),
+            1
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kubectl_explain_documents_the_spec() {
+    // Skips with the harness when there is no control plane.
+    if modelfleet_e2e::client().await.is_none() {
+        return;
+    }
+    install_crd().unwrap();
+    let out = kubectl(&["explain", "modelservice.spec.model.sha256"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SHA-256"), "{text}");
+}
