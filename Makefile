@@ -33,7 +33,7 @@ toolchain: ## Check the Rust toolchain and add rustfmt and clippy if missing
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
 .PHONY: build
-build: toolchain ## Build every binary (debug)
+build: toolchain runtime-deps ## Build every binary (debug)
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: generate
@@ -57,13 +57,13 @@ fmt: ## Format the Rust code
 	$(CARGO) fmt --all
 
 .PHONY: lint
-lint: toolchain ## Check formatting and run clippy with warnings as errors
+lint: toolchain runtime-deps ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: unit
-unit: toolchain ## Run the unit tests (no control plane needed)
-	$(CARGO) test --workspace --exclude modelfleet-e2e
+unit: toolchain runtime-deps ## Run the unit tests (no control plane, no model; the runtime's are in test-runtime)
+	$(CARGO) test --workspace --exclude modelfleet-e2e --exclude modelfleet-runtime
 
 .PHONY: test-argocd
 test-argocd: ## Run the Argo CD health script on sample statuses with a real Lua 5.1
@@ -73,7 +73,7 @@ test-argocd: ## Run the Argo CD health script on sample statuses with a real Lua
 	lua5.1 integrations/argocd/health_test.lua
 
 .PHONY: test
-test: check-generated lint unit test-argocd ## Run every test CI runs: generated files, lint, unit tests
+test: check-generated lint unit test-argocd test-runtime test-e2e-full ## Run every test CI runs: generated files, lint, unit, runtime with the real model, e2e on a local control plane
 	@echo "make test: all checks passed"
 
 -include runtime/runtime.mk
@@ -100,5 +100,10 @@ images: ## Build the operator and runtime images from scratch (buildah, no regis
 	images/build.sh modelfleet-runtime target/release/modelfleet-runtime target/images/modelfleet-runtime.tar
 
 .PHONY: demo
-demo: ## Run the whole job end to end locally (not built yet: issue 8)
-	@echo "make demo is not built yet (issue 8): it needs the runtime, control plane and operator first." >&2; exit 2
+demo: ## The whole job end to end: local control plane, chart, a ModelService, load, autoscaling, a plot in target/demo
+	demo/run.sh
+
+.PHONY: demo-down
+demo-down: ## Remove what `make demo` left (its namespace) and stop the local control plane
+	-KUBECONFIG=$${KUBECONFIG:-$(MODELFLEET_CACHE)/cluster/kubeconfig} $(KUBECTL) delete namespace modelfleet-demo --ignore-not-found
+	$(MAKE) --no-print-directory cluster-down
