@@ -140,21 +140,23 @@ pub async fn run(
     let pdbs = scoped::<PodDisruptionBudget>(&client, ns);
     let pods = scoped::<Pod>(&client, ns);
     let runtime_pods = watcher::Config::default().labels(&format!("{NAME_LABEL}={RUNTIME_NAME}"));
-    let controller = Controller::new(services, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    // Ready once the ModelService cache has synced: before that, the operator knows nothing.
-    // The store's readiness wakes only the last of several waiters (the controller waits too), so
-    // ask again every half second instead of waiting once.
+    let controller = Controller::new(services.clone(), watcher::Config::default().any_semantic());
+    // Ready once ModelServices can be listed with our credentials: the controller's own cache
+    // fills from the same list. (Waiting on the store's readiness from a second task would steal
+    // the controller's wake-up: the store wakes only one waiter, and requeues then stall.)
+    let probe = services.clone();
     tokio::spawn(async move {
         loop {
-            match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
-                Ok(Ok(())) => {
+            match probe.list(&kube::api::ListParams::default().limit(1)).await {
+                Ok(_) => {
                     ready.store(true, std::sync::atomic::Ordering::Relaxed);
-                    info!("ModelService cache synced: ready");
+                    info!("ModelServices listed: ready");
                     return;
                 }
-                Ok(Err(_)) => return,
-                Err(_) => {}
+                Err(e) => {
+                    warn!(error = %e, "cannot list ModelServices yet");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
             }
         }
     });
@@ -340,6 +342,10 @@ async fn reconcile_inner(
         match (&validated, is_true(&new_status, conditions::READY)) {
             // A permanent error: wait for the user to change the spec.
             (Err(InvalidSpec(_)), _) => Action::await_change(),
+            // The autoscaler looks at the metrics every few seconds.
+            (Ok(v), _) if matches!(v.replicas, Replicas::Autoscaled(_)) => {
+                Action::requeue(autoscaler::SCRAPE_INTERVAL)
+            }
             // Cold start under way: poll progress.
             (Ok(_), false) => Action::requeue(Duration::from_secs(5)),
             (Ok(_), true) => Action::requeue(Duration::from_secs(120)),
