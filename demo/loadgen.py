@@ -29,7 +29,8 @@ from pathlib import Path
 
 import openai
 
-PROMPT = "Write one short paragraph about the sea, the wind and the boats in the harbour."
+# A prompt SmolLM2 continues for the whole max_tokens (some prompts end at once with EOS).
+PROMPT = "Once upon a time, in a small village by the sea, there lived"
 
 
 @dataclass
@@ -296,9 +297,9 @@ def main() -> int:
     p.add_argument("--name", required=True, help="the ModelService")
     p.add_argument("--served-name", default="smollm2")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--objective", default="2s")
-    p.add_argument("--schedule", default=os.environ.get("DEMO_SCHEDULE", "60:0.2-2.4,180:2.4,45:2.4-0.2,150:0.2"))
-    p.add_argument("--max-tokens", type=int, default=int(os.environ.get("DEMO_MAX_TOKENS", "32")))
+    p.add_argument("--objective", default="3s")
+    p.add_argument("--schedule", default=os.environ.get("DEMO_SCHEDULE", "40:0.2-1.0,180:1.0,40:1.0-0.2,150:0.2"))
+    p.add_argument("--max-tokens", type=int, default=int(os.environ.get("DEMO_MAX_TOKENS", "64")))
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default="target/demo")
     return asyncio.run(run(p.parse_args()))

@@ -58,12 +58,12 @@ helm upgrade --install modelfleet charts/modelfleet -n "$ns" --create-namespace 
   --set crds.install=$crds --set operator.watchReleaseNamespaceOnly=true --set operator.logFormat=text >/dev/null
 kubectl -n "$ns" get deploy
 
-say "applying the ModelService (p95 latency objective 2s, 1-3 replicas)"
+say "applying the ModelService (p95 latency objective 3s, 1-3 replicas)"
 kubectl -n "$ns" apply --server-side -f demo/smollm2-demo.yaml
 kubectl -n "$ns" wait --for=condition=Ready ms/smollm2 --timeout=300s
 kubectl -n "$ns" get ms -o wide
 
 say "sending load: ramp up, plateau above one replica's capacity, ramp down, quiet"
-"$venv/bin/python" demo/loadgen.py --namespace "$ns" --name smollm2 --objective 2s --out "$out"
+"$venv/bin/python" demo/loadgen.py --namespace "$ns" --name smollm2 --objective 3s --out "$out"
 kubectl -n "$ns" get ms -o wide
 say "done: plot $out/demo.png, summary $out/summary.txt"
