@@ -36,7 +36,15 @@ impl Operator {
     async fn start(ns: &str, extra: &[&str]) -> Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let admin = format!("127.0.0.1:{port}");
-        let bin = repo_root().join("target/debug/modelfleet-operator");
+        let bin = std::env::var_os("MODELFLEET_BIN_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                let target = std::env::var_os("CARGO_TARGET_DIR")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| repo_root().join("target"));
+                target.join("debug")
+            })
+            .join("modelfleet-operator");
         ensure!(
             bin.exists(),
             "{} is missing: run `make e2e`, which builds it",
