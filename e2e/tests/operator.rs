@@ -241,6 +241,27 @@ async fn sample_serves_scales_rolls_idles_and_is_collected() {
             "ms/smollm2",
             "--timeout=10s",
         ])?;
+        // What the runtime read in the GGUF header reaches status.model.
+        let ms = wait_ms(
+            &mss,
+            "smollm2",
+            Duration::from_secs(30),
+            "status.model",
+            |m| {
+                m.status
+                    .as_ref()
+                    .and_then(|s| s.model.as_ref())
+                    .is_some_and(|m| m.quantization.as_deref() == Some("Q4_1"))
+            },
+        )
+        .await?;
+        let model = ms.status.and_then(|s| s.model).context("model")?;
+        assert_eq!(model.architecture.as_deref(), Some("llama"));
+        assert_eq!(model.weight_bytes, Some(98_362_432));
+        assert!(
+            model.parameter_count.is_some_and(|p| p > 100_000_000),
+            "{model:?}"
+        );
         let table = kubectl_ok(&["get", "ms", "-n", &ns])?;
         eprintln!("{table}");
         let header: Vec<_> = table
@@ -259,7 +280,7 @@ async fn sample_serves_scales_rolls_idles_and_is_collected() {
             .context("row")?
             .split_whitespace()
             .collect();
-        assert_eq!(&row[..3], ["smollm2", "True", "1"], "{table}");
+        assert_eq!(&row[..5], ["smollm2", "True", "1", "1", "Q4_1"], "{table}");
 
         // The pod runs on a fake GPU node with one GPU, and the Service selects it.
         let pod_list = pods

@@ -19,6 +19,13 @@ pub struct RouteLabels {
     pub status: u16,
 }
 
+/// Labels of the model-info gauge: one series per process, so bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub architecture: String,
+    pub quantization: String,
+}
+
 /// Labels of per-reason counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -49,6 +56,9 @@ pub struct Metrics {
     pub weight_bytes_loaded: Gauge<u64, AtomicU64>,
     pub weight_bytes_total: Gauge<u64, AtomicU64>,
     pub ready: Gauge,
+    pub model_info: Family<ModelLabels, Gauge>,
+    pub model_parameters: Gauge<u64, AtomicU64>,
+    pub model_context_length: Gauge<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -142,8 +152,29 @@ impl Metrics {
             "1 when the model is loaded, warmed up and not draining",
             ready.clone(),
         );
+        let model_info = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "model_info",
+            "1, labelled with what the weights' GGUF header says (set once verified)",
+            model_info.clone(),
+        );
+        let model_parameters = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "model_parameters",
+            "Parameters of the model, from the GGUF tensor shapes",
+            model_parameters.clone(),
+        );
+        let model_context_length = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "model_context_length",
+            "Context length the model was trained with, from the GGUF header",
+            model_context_length.clone(),
+        );
         Self {
             registry,
+            model_info,
+            model_parameters,
+            model_context_length,
             request_duration,
             time_to_first_token,
             inter_token_latency,

@@ -156,6 +156,23 @@ async fn load(
         .await
         .map_err(ServeError::Join)??;
     gguf::check_quantization(&summary, &args.quantization)?;
+    metrics
+        .model_info
+        .get_or_create(&crate::metrics::ModelLabels {
+            architecture: summary.architecture.clone(),
+            quantization: summary.quantization(),
+        })
+        .set(1);
+    metrics.model_parameters.set(
+        summary
+            .tensors
+            .iter()
+            .map(|t| t.dims.iter().product::<u64>())
+            .sum(),
+    );
+    metrics
+        .model_context_length
+        .set(summary.context_length.unwrap_or(0));
     let trained = summary
         .context_length
         .and_then(|c| u32::try_from(c).ok())

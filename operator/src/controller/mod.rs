@@ -270,6 +270,14 @@ async fn reconcile_inner(
         apply(ctx, v, &mut observed).await?;
     }
     observed.progress = observe::progress(&ctx.http, &observed.pods).await;
+    let known = ms
+        .status
+        .as_ref()
+        .and_then(|s| s.model.as_ref())
+        .is_some_and(|m| m.quantization.is_some());
+    if !known {
+        observed.model = observe::model_info(&ctx.http, &observed.pods).await;
+    }
 
     // Status.
     let now = Time(k8s_openapi::jiff::Timestamp::now());

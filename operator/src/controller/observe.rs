@@ -31,6 +31,8 @@ pub struct Observed {
     pub pods: Vec<Pod>,
     /// Download and load progress of replicas that are running but not ready yet.
     pub progress: Vec<RuntimeProgress>,
+    /// What a replica read in the weights' GGUF header.
+    pub model: Option<modelfleet_crds::ModelInfo>,
 }
 
 /// A replica's cold-start progress, read from its `/metrics`.
@@ -74,6 +76,7 @@ pub async fn children(
         pdb,
         pods,
         progress: Vec::new(),
+        model: None,
     })
 }
 
@@ -121,6 +124,76 @@ pub async fn progress(http: &reqwest::Client, pods: &[Pod]) -> Vec<RuntimeProgre
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// Asks the running replicas, one after the other, what the weights' header says; the first that
+/// has verified the weights answers.
+pub async fn model_info(
+    http: &reqwest::Client,
+    pods: &[Pod],
+) -> Option<modelfleet_crds::ModelInfo> {
+    for pod in pods {
+        let Some(status) = pod.status.as_ref() else {
+            continue;
+        };
+        let (Some(ip), Some("Running")) = (status.pod_ip.as_deref(), status.phase.as_deref())
+        else {
+            continue;
+        };
+        let Some(port) = pod
+            .spec
+            .as_ref()
+            .and_then(|s| {
+                s.containers
+                    .iter()
+                    .flat_map(|c| c.ports.iter().flatten())
+                    .find(|p| p.name.as_deref() == Some(PORT_NAME))
+            })
+            .map(|p| p.container_port)
+        else {
+            continue;
+        };
+        let url = format!("http://{ip}:{port}/metrics");
+        let Ok(response) = http.get(&url).timeout(Duration::from_secs(2)).send().await else {
+            continue;
+        };
+        let Ok(text) = response.text().await else {
+            continue;
+        };
+        if let Some(info) = parse_model_info(&text) {
+            return Some(info);
+        }
+    }
+    None
+}
+
+/// Reads `modelfleet_runtime_model_info{architecture=..,quantization=..} 1` and the model gauges.
+pub fn parse_model_info(text: &str) -> Option<modelfleet_crds::ModelInfo> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("modelfleet_runtime_model_info{"))?;
+    let label = |name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = line[start..].find('"')? + start;
+        Some(line[start..end].to_owned())
+    };
+    let gauge = |name: &str| -> Option<i64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (metric, value) = l.rsplit_once(' ')?;
+                (metric == name).then(|| value.parse::<f64>().ok())?
+            })
+            .map(|v| v as i64)
+            .filter(|v| *v > 0)
+    };
+    Some(modelfleet_crds::ModelInfo {
+        quantization: label("quantization"),
+        architecture: label("architecture"),
+        weight_bytes: gauge("modelfleet_runtime_weight_bytes_total"),
+        parameter_count: gauge("modelfleet_runtime_model_parameters"),
+        context_length: gauge("modelfleet_runtime_model_context_length"),
+    })
 }
 
 /// Reads the runtime's cold-start gauges from Prometheus text.
@@ -181,6 +254,25 @@ impl WeightSizes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_info_from_runtime_metrics() {
+        let text = "# HELP modelfleet_runtime_model_info 1\n\
+                    modelfleet_runtime_model_info{architecture=\"llama\",quantization=\"Q4_1\"} 1\n\
+                    modelfleet_runtime_model_parameters 134515008\n\
+                    modelfleet_runtime_model_context_length 8192\n\
+                    modelfleet_runtime_weight_bytes_total 98362432\n";
+        let info = parse_model_info(text).expect("info");
+        assert_eq!(info.quantization.as_deref(), Some("Q4_1"));
+        assert_eq!(info.architecture.as_deref(), Some("llama"));
+        assert_eq!(info.parameter_count, Some(134_515_008));
+        assert_eq!(info.context_length, Some(8192));
+        assert_eq!(info.weight_bytes, Some(98_362_432));
+        assert!(
+            parse_model_info("modelfleet_runtime_ready 0\n").is_none(),
+            "not verified yet"
+        );
+    }
 
     #[test]
     fn progress_from_runtime_metrics() {

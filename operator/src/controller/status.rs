@@ -178,12 +178,16 @@ pub fn compute(
         desired_replicas: Some(desired),
         selector: Some(crate::build::selector_string(v)),
         weights: Some(weights),
-        model: old.model.clone().or_else(|| {
-            v.weight_bytes.map(|b| modelfleet_crds::ModelInfo {
-                weight_bytes: i64::try_from(b).ok(),
-                ..Default::default()
-            })
-        }),
+        model: observed
+            .model
+            .clone()
+            .or_else(|| old.model.clone())
+            .or_else(|| {
+                v.weight_bytes.map(|b| modelfleet_crds::ModelInfo {
+                    weight_bytes: i64::try_from(b).ok(),
+                    ..Default::default()
+                })
+            }),
         conditions: merge_conditions(&old.conditions, conds, generation, now),
         autoscaling: old.autoscaling,
     }
