@@ -48,7 +48,7 @@ test-runtime: runtime-deps model $(RUNTIME_VENV)/bin/pytest ## Runtime tests wit
 
 test-runtime-python: $(RUNTIME_VENV)/bin/pytest ## The openai Python client against the runtime (needs `make model`)
 	$(CARGO) build -p modelfleet-runtime
-	MODELFLEET_RUNTIME_BIN="$(CURDIR)/target/debug/modelfleet-runtime" MODELFLEET_MODEL_PATH="$(RUNTIME_MODEL)" \
+	MODELFLEET_RUNTIME_BIN="$(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug/modelfleet-runtime" MODELFLEET_MODEL_PATH="$(RUNTIME_MODEL)" \
 	  "$(RUNTIME_VENV)/bin/pytest" -q -p no:cacheprovider runtime/tests/python
 
 bench-runtime: runtime-deps model ## Benchmark the runtime against llama.cpp driven directly; writes target/bench/runtime.json
