@@ -11,12 +11,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use modelfleet_crds::{AutoscalingStatus, ScalingDecision};
 
+use super::observe::{is_ready, metrics_url};
 use super::validate::{Scaling, format_duration};
 use crate::autoscale::policy::{
     self, LatencyModel, Observation, PastDecision, PolicyConfig, PolicyInput, Recommendation,
 };
 use crate::autoscale::window::{self, PodMetrics, PodReport};
-use crate::build::PORT_NAME;
 
 /// Seconds between two scrapes of the same ModelService's pods.
 pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(5);
@@ -211,30 +211,6 @@ pub fn status(
         s.last_decisions.drain(..excess);
     }
     s
-}
-
-fn is_ready(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn metrics_url(p: &Pod) -> Option<(String, String)> {
-    let ip = p.status.as_ref()?.pod_ip.as_deref()?;
-    let port = p
-        .spec
-        .as_ref()?
-        .containers
-        .iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .find(|port| port.name.as_deref() == Some(PORT_NAME))?
-        .container_port;
-    Some((
-        p.metadata.name.clone().unwrap_or_default(),
-        format!("http://{ip}:{port}/metrics"),
-    ))
 }
 
 /// The longest time a current pod took from creation to ready: what a new replica will need.

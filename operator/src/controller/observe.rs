@@ -80,43 +80,67 @@ pub async fn children(
     })
 }
 
+/// The `/metrics` URL of a runtime pod (its IP and the container port named `http`), with the
+/// pod's name; `None` before the pod has an IP.
+pub fn metrics_url(p: &Pod) -> Option<(String, String)> {
+    let ip = p.status.as_ref()?.pod_ip.as_deref()?;
+    let port = p
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|port| port.name.as_deref() == Some(PORT_NAME))?
+        .container_port;
+    Some((
+        p.metadata.name.clone().unwrap_or_default(),
+        format!("http://{ip}:{port}/metrics"),
+    ))
+}
+
+/// Whether the pod's phase is `Running`.
+pub fn is_running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// Whether the pod is Ready and not terminating.
+pub fn is_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The body of a GET on `url`, or `None` when it does not answer within 2 s.
+async fn fetch_text(http: &reqwest::Client, url: &str) -> Option<String> {
+    let response = http
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    response.text().await.ok()
+}
+
+/// The value of the unlabelled sample `name` in Prometheus text.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (metric, value) = l.rsplit_once(' ')?;
+        (metric == name).then(|| value.parse::<f64>().ok())?
+    })
+}
+
 /// Scrapes the cold-start progress of every running, not yet ready runtime pod. A pod that does
 /// not answer is left out (its phase is then taken from the pod status), never counted as zero.
 pub async fn progress(http: &reqwest::Client, pods: &[Pod]) -> Vec<RuntimeProgress> {
-    let loading = pods.iter().filter_map(|p| {
-        let status = p.status.as_ref()?;
-        let ip = status.pod_ip.as_deref()?;
-        let running = status.phase.as_deref() == Some("Running");
-        let ready = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        let port = p
-            .spec
-            .as_ref()?
-            .containers
-            .iter()
-            .flat_map(|c| c.ports.iter().flatten())
-            .find(|port| port.name.as_deref() == Some(PORT_NAME))?
-            .container_port;
-        (running && !ready).then(|| {
-            (
-                p.metadata.name.clone().unwrap_or_default(),
-                format!("http://{ip}:{port}/metrics"),
-            )
-        })
-    });
+    let loading = pods
+        .iter()
+        // A terminating pod is draining, not loading.
+        .filter(|p| is_running(p) && !is_ready(p) && p.metadata.deletion_timestamp.is_none())
+        .filter_map(metrics_url);
     let scrapes = loading.map(|(pod, url)| async move {
-        let text = http
-            .get(&url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = fetch_text(http, &url).await?;
         Some(parse_progress(pod, &text))
     });
     futures::future::join_all(scrapes)
@@ -132,35 +156,16 @@ pub async fn model_info(
     http: &reqwest::Client,
     pods: &[Pod],
 ) -> Option<modelfleet_crds::ModelInfo> {
-    for pod in pods {
-        let Some(status) = pod.status.as_ref() else {
-            continue;
-        };
-        let (Some(ip), Some("Running")) = (status.pod_ip.as_deref(), status.phase.as_deref())
-        else {
-            continue;
-        };
-        let Some(port) = pod
-            .spec
-            .as_ref()
-            .and_then(|s| {
-                s.containers
-                    .iter()
-                    .flat_map(|c| c.ports.iter().flatten())
-                    .find(|p| p.name.as_deref() == Some(PORT_NAME))
-            })
-            .map(|p| p.container_port)
-        else {
-            continue;
-        };
-        let url = format!("http://{ip}:{port}/metrics");
-        let Ok(response) = http.get(&url).timeout(Duration::from_secs(2)).send().await else {
-            continue;
-        };
-        let Ok(text) = response.text().await else {
-            continue;
-        };
-        if let Some(info) = parse_model_info(&text) {
+    for (_, url) in pods
+        .iter()
+        .filter(|p| is_running(p))
+        .filter_map(metrics_url)
+    {
+        if let Some(info) = fetch_text(http, &url)
+            .await
+            .as_deref()
+            .and_then(parse_model_info)
+        {
             return Some(info);
         }
     }
@@ -177,43 +182,26 @@ pub fn parse_model_info(text: &str) -> Option<modelfleet_crds::ModelInfo> {
         let end = line[start..].find('"')? + start;
         Some(line[start..end].to_owned())
     };
-    let gauge = |name: &str| -> Option<i64> {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (metric, value) = l.rsplit_once(' ')?;
-                (metric == name).then(|| value.parse::<f64>().ok())?
-            })
-            .map(|v| v as i64)
-            .filter(|v| *v > 0)
-    };
+    let positive = |name: &str| gauge(text, name).map(|v| v as i64).filter(|v| *v > 0);
     Some(modelfleet_crds::ModelInfo {
         quantization: label("quantization"),
         architecture: label("architecture"),
-        weight_bytes: gauge("modelfleet_runtime_weight_bytes_total"),
-        parameter_count: gauge("modelfleet_runtime_model_parameters"),
-        context_length: gauge("modelfleet_runtime_model_context_length"),
+        weight_bytes: positive("modelfleet_runtime_weight_bytes_total"),
+        parameter_count: positive("modelfleet_runtime_model_parameters"),
+        context_length: positive("modelfleet_runtime_model_context_length"),
     })
 }
 
 /// Reads the runtime's cold-start gauges from Prometheus text.
 pub fn parse_progress(pod: String, text: &str) -> RuntimeProgress {
-    let gauge = |name: &str| -> Option<u64> {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (metric, value) = l.rsplit_once(' ')?;
-                (metric == name).then(|| value.parse::<f64>().ok())?
-            })
-            .map(|v| v.max(0.0) as u64)
-    };
+    let bytes = |name: &str| gauge(text, name).map(|v| v.max(0.0) as u64);
     RuntimeProgress {
         pod,
-        fetch_done: gauge("modelfleet_runtime_fetch_bytes_done").unwrap_or(0),
-        fetch_total: gauge("modelfleet_runtime_fetch_bytes_total").filter(|t| *t > 0),
-        load_done: gauge("modelfleet_runtime_weight_bytes_loaded").unwrap_or(0),
-        load_total: gauge("modelfleet_runtime_weight_bytes_total").unwrap_or(0),
-        ready: gauge("modelfleet_runtime_ready") == Some(1),
+        fetch_done: bytes("modelfleet_runtime_fetch_bytes_done").unwrap_or(0),
+        fetch_total: bytes("modelfleet_runtime_fetch_bytes_total").filter(|t| *t > 0),
+        load_done: bytes("modelfleet_runtime_weight_bytes_loaded").unwrap_or(0),
+        load_total: bytes("modelfleet_runtime_weight_bytes_total").unwrap_or(0),
+        ready: bytes("modelfleet_runtime_ready") == Some(1),
     }
 }
 
