@@ -8,6 +8,8 @@
 //! `MODELFLEET_E2E_REQUIRED=1`, in which case they fail.
 #![forbid(unsafe_code)]
 
+pub mod fixtures;
+
 use std::{
     future::Future,
     path::{Path, PathBuf},

@@ -6,147 +6,21 @@
 //! runner, and load the real SmolLM2 weights from the model store on 127.0.0.1:18080.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-use std::net::TcpListener;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use modelfleet_crds::ModelService;
-use modelfleet_e2e::{kubeconfig_path, kubectl, kubectl_ok, repo_root, with_temp_ns};
-use tokio::process::{Child, Command};
-
-const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
-const MODEL_URI: &str = "http://127.0.0.1:18080/SmolLM2-135M-Instruct.Q4_1.gguf";
-/// Cold start of one runtime pod here: fetch 98 MB from loopback, digest, load, warm up.
-const READY_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// An operator process for one test; killed when dropped.
-struct Operator {
-    child: Child,
-    admin: String,
-}
-
-impl Operator {
-    async fn start(ns: &str, extra: &[&str]) -> Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let admin = format!("127.0.0.1:{port}");
-        let bin = std::env::var_os("MODELFLEET_BIN_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                let target = std::env::var_os("CARGO_TARGET_DIR")
-                    .map(std::path::PathBuf::from)
-                    .unwrap_or_else(|| repo_root().join("target"));
-                target.join("debug")
-            })
-            .join("modelfleet-operator");
-        ensure!(
-            bin.exists(),
-            "{} is missing: run `make e2e`, which builds it",
-            bin.display()
-        );
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("operator-{ns}-{port}.log")))?;
-        let child = Command::new(bin)
-            .args([
-                "run",
-                "--namespace",
-                ns,
-                "--admin-addr",
-                &admin,
-                "--runtime-image",
-                "localhost/modelfleet-runtime:0.1.0",
-            ])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig_path())
-            .env("RUST_LOG", "info,modelfleet_operator=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("failed to start the operator")?;
-        let op = Self { child, admin };
-        op.wait_ready().await?;
-        Ok(op)
-    }
-
-    async fn wait_ready(&self) -> Result<()> {
-        let url = format!("http://{}/readyz", self.admin);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        bail!("operator at {} not ready within 30s", self.admin)
-    }
-
-    /// Write requests the operator made so far, from its own `/metrics`.
-    /// Write requests the operator made so far, by kind, from its own `/metrics`.
-    async fn writes(&self) -> Result<Vec<(String, f64)>> {
-        let text = reqwest::get(format!("http://{}/metrics", self.admin))
-            .await?
-            .text()
-            .await?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("modelfleet_operator_kube_writes_total"))
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                Some((series.to_owned(), value.parse::<f64>().ok()?))
-            })
-            .collect())
-    }
-}
-
-fn install_crd() -> Result<()> {
-    let crd = repo_root().join("crds/modelservice.yaml");
-    kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        crd.to_str().context("path")?,
-    ])?;
-    kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/modelservices.modelfleet.dev",
-        "--timeout=30s",
-    ])?;
-    Ok(())
-}
-
-/// Labels the namespace so the apiserver enforces the restricted Pod Security profile: a
-/// runtime pod that breaks it is never created.
-async fn enforce_restricted(client: &Client, ns: &str) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let patch = serde_json::json!({"metadata": {"labels": {
-        "pod-security.kubernetes.io/enforce": "restricted",
-        "pod-security.kubernetes.io/enforce-version": "latest",
-    }}});
-    api.patch(ns, &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(())
-}
-
-fn model_service(name: &str, spec: serde_json::Value) -> Result<ModelService> {
-    Ok(serde_json::from_value(serde_json::json!({
-        "apiVersion": "modelfleet.dev/v1alpha1",
-        "kind": "ModelService",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))?)
-}
+use modelfleet_e2e::fixtures::{
+    MODEL_URI, Operator, READY_TIMEOUT, SHA256, condition, enforce_restricted, install_crd,
+    is_ready, model_service, wait_ms, wait_until,
+};
+use modelfleet_e2e::{kubectl, kubectl_ok, with_temp_ns};
 
 /// The SmolLM2 sample on one fake H100 per replica.
 fn smollm2_spec(sha256: &str) -> serde_json::Value {
@@ -156,57 +30,6 @@ fn smollm2_spec(sha256: &str) -> serde_json::Value {
         "resources": {"accelerator": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}, "cpu": "1", "memory": "1Gi"},
         "replicas": 1,
     })
-}
-
-fn condition(ms: &ModelService, type_: &str) -> Option<(String, String, String)> {
-    let c = ms
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Polls the ModelService until `pred` holds; returns it. `what` names the wait in errors.
-async fn wait_ms(
-    api: &Api<ModelService>,
-    name: &str,
-    timeout: Duration,
-    what: &str,
-    pred: impl Fn(&ModelService) -> bool,
-) -> Result<ModelService> {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(ms) = api.get_opt(name).await? {
-            if pred(&ms) {
-                return Ok(ms);
-            }
-            last = ms.status.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    bail!("timed out after {timeout:?} waiting for {name}: {what}; last status: {last:?}")
-}
-
-async fn wait_until<F, Fut>(timeout: Duration, what: &str, f: F) -> Result<()>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    bail!("timed out after {timeout:?}: {what}")
-}
-
-fn is_ready(ms: &ModelService) -> bool {
-    condition(ms, "Ready").is_some_and(|(s, _, _)| s == "True")
 }
 
 #[tokio::test]
@@ -545,8 +368,7 @@ async fn a_second_operator_takes_over_the_lease_within_17s() {
 
         // Kill the leader without letting it release anything; B must lead within 17 s.
         let mut a = a;
-        a.child.start_kill()?;
-        a.child.wait().await?;
+        a.kill().await?;
         let killed = Instant::now();
         let l = leases.clone();
         wait_until(
