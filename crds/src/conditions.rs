@@ -65,4 +65,8 @@ pub mod reasons {
     pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
     /// The autoscaler has fresh metrics from the ready replicas.
     pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+    /// Event: the autoscaler raised the replica count.
+    pub const SCALED_UP: &str = "ScaledUp";
+    /// Event: the autoscaler lowered the replica count.
+    pub const SCALED_DOWN: &str = "ScaledDown";
 }

@@ -325,6 +325,18 @@ async fn reconcile_inner(
             None => new_status.conditions.extend(previous),
         }
         put_autoscaler(ctx, uid.clone(), state);
+        if let (Some(t), Ok(v)) = (&tick, &validated)
+            && t.changed
+        {
+            publish_scaling(
+                ctx,
+                ms,
+                current,
+                v.desired_replicas,
+                &t.recommendation.reason,
+            )
+            .await;
+        }
     }
     publish_transitions(ctx, ms, ms.status.as_ref(), &new_status).await;
     let progress_only = ms
@@ -612,6 +624,40 @@ async fn publish_transitions(
     }
 }
 
+/// An Event for each change of the replica count by the autoscaler, with the policy's reason.
+async fn publish_scaling(ctx: &Context, ms: &ModelService, from: i32, to: i32, why: &str) {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: if to > from {
+            reasons::SCALED_UP
+        } else {
+            reasons::SCALED_DOWN
+        }
+        .to_owned(),
+        note: Some(scaling_note(from, to, why)),
+        action: "Scale".to_owned(),
+        secondary: None,
+    };
+    ctx.metrics.count_write("Event");
+    if let Err(e) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
+        warn!(error = %e, "failed to publish an event");
+    }
+}
+
+/// The note of a scaling Event, cut to the 1 kB the API accepts.
+fn scaling_note(from: i32, to: i32, why: &str) -> String {
+    let mut note = format!("{from} -> {to} replicas: {why}");
+    if note.len() > 1024 {
+        let mut end = 1021;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    note
+}
+
 /// Sorts failures: an invalid spec is reported in status by `reconcile` and waits for a change;
 /// everything else is transient and retried with exponential backoff (1 s doubling to 5 min).
 fn error_policy(ms: Arc<ModelService>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -635,4 +681,21 @@ fn error_policy(ms: Arc<ModelService>, error: &Error, ctx: Arc<Context>) -> Acti
         "reconcile failed"
     );
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scaling_note;
+
+    #[test]
+    fn a_scaling_note_says_both_counts_and_fits_the_api() {
+        assert_eq!(
+            scaling_note(1, 2, "p95 5s above objective 4s"),
+            "1 -> 2 replicas: p95 5s above objective 4s"
+        );
+        // A long reason of multi-byte characters is cut on a character boundary, under 1 kB.
+        let note = scaling_note(2, 1, &"≈".repeat(600));
+        assert!(note.len() <= 1024, "{}", note.len());
+        assert!(note.starts_with("2 -> 1 replicas: ≈") && note.ends_with("≈..."));
+    }
 }
