@@ -32,10 +32,17 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Bucket bounds grow by √2: an estimate interpolated within a bucket is off by at most 41 %
+/// (doubling bounds allowed 100 %), which the operator's autoscaler needs near the objective.
+/// The operator's `autoscale::window` mirrors these layouts for its simulator.
+const BUCKET_FACTOR: f64 = std::f64::consts::SQRT_2;
+
 fn duration_histogram() -> Histogram {
-    // 5 ms to ~80 s: covers a health probe up to a long completion on CPU.
+    // 5 ms to ~116 s: covers a health probe up to a long completion on CPU.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.005, 2.0, 15,
+        0.005,
+        BUCKET_FACTOR,
+        30,
     ))
 }
 
@@ -74,9 +81,9 @@ impl Metrics {
             "HTTP request duration by route and status, until the last byte of streamed responses",
             request_duration.clone(),
         );
-        // 1 ms to ~16 s: prompt processing of a long prompt on CPU is seconds.
+        // 1 ms to ~23 s: prompt processing of a long prompt on CPU is seconds.
         let time_to_first_token = Histogram::new(
-            prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
+            prometheus_client::metrics::histogram::exponential_buckets(0.001, BUCKET_FACTOR, 30),
         );
         registry.register(
             "time_to_first_token_seconds",

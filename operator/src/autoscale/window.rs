@@ -22,15 +22,16 @@ pub const METRIC_PREFIX: &str = "modelfleet_runtime_";
 /// (probes and `/metrics` scrapes are fast and would dilute the quantiles).
 pub const GENERATION_ROUTES: [&str; 2] = ["/v1/completions", "/v1/chat/completions"];
 
-/// Upper bounds of the runtime's `request_duration_seconds` buckets: 5 ms × 2^i, 15 buckets
-/// (`runtime/src/metrics.rs`). The simulator uses them so it sees the same resolution.
+/// Upper bounds of the runtime's `request_duration_seconds` buckets: 5 ms × √2^i, 30 buckets
+/// (`runtime/src/metrics.rs`). The simulator uses them so it sees the same resolution. The
+/// operator itself reads the bounds from the scraped `le` labels, whatever they are.
 pub fn request_duration_bounds() -> Vec<f64> {
-    exponential_bounds(0.005, 2.0, 15)
+    exponential_bounds(0.005, std::f64::consts::SQRT_2, 30)
 }
 
-/// Upper bounds of the runtime's `time_to_first_token_seconds` buckets: 1 ms × 2^i, 15 buckets.
+/// Upper bounds of the runtime's `time_to_first_token_seconds` buckets: 1 ms × √2^i, 30 buckets.
 pub fn time_to_first_token_bounds() -> Vec<f64> {
-    exponential_bounds(0.001, 2.0, 15)
+    exponential_bounds(0.001, std::f64::consts::SQRT_2, 30)
 }
 
 fn exponential_bounds(start: f64, factor: f64, n: usize) -> Vec<f64> {
@@ -537,7 +538,7 @@ mod tests {
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
     use prometheus_client::metrics::gauge::Gauge;
-    use prometheus_client::metrics::histogram::{Histogram as PHistogram, exponential_buckets};
+    use prometheus_client::metrics::histogram::Histogram as PHistogram;
     use prometheus_client::registry::Registry;
 
     #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -564,7 +565,7 @@ mod tests {
     }
 
     fn duration_histogram() -> PHistogram {
-        PHistogram::new(exponential_buckets(0.005, 2.0, 15))
+        PHistogram::new(request_duration_bounds())
     }
 
     impl FakeRuntime {
@@ -575,7 +576,7 @@ mod tests {
                     duration_histogram as fn() -> PHistogram,
                 );
             registry.register("request_duration_seconds", "d", duration.clone());
-            let ttft = PHistogram::new(exponential_buckets(0.001, 2.0, 15));
+            let ttft = PHistogram::new(time_to_first_token_bounds());
             registry.register("time_to_first_token_seconds", "t", ttft.clone());
             let in_flight = Gauge::default();
             registry.register("requests_in_flight", "i", in_flight.clone());
@@ -641,7 +642,7 @@ mod tests {
         assert_eq!(m.requests_queued, 2.0);
         assert_eq!(m.requests_rejected, 4.0);
         assert_eq!(m.generated_tokens, 100.0);
-        assert_eq!(m.request_duration.buckets.len(), 16);
+        assert_eq!(m.request_duration.buckets.len(), 31, "30 bounds and +Inf");
     }
 
     #[test]
