@@ -318,6 +318,19 @@ async fn wrong_digest_stalls_with_the_runtime_words_and_never_serves() {
     .await;
 }
 
+/// Waits until `id` holds the operator's leader-election Lease.
+async fn wait_for_leader(leases: &Api<Lease>, id: &str, timeout: Duration) -> anyhow::Result<()> {
+    wait_until(timeout, &format!("{id} holds the lease"), || async move {
+        Ok(leases
+            .get_opt("modelfleet-operator")
+            .await?
+            .and_then(|l| l.spec?.holder_identity)
+            .as_deref()
+            == Some(id))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_second_operator_takes_over_the_lease_within_17s() {
     with_temp_ns("op-lease", |client, ns| async move {
@@ -334,22 +347,7 @@ async fn a_second_operator_takes_over_the_lease_within_17s() {
         let a =
             Operator::start(&ns, &a_args.iter().map(String::as_str).collect::<Vec<_>>()).await?;
         let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-        let l = leases.clone();
-        wait_until(
-            Duration::from_secs(20),
-            "operator-a holds the lease",
-            || {
-                let l = l.clone();
-                async move {
-                    Ok(l.get_opt("modelfleet-operator")
-                        .await?
-                        .and_then(|l| l.spec?.holder_identity)
-                        .as_deref()
-                        == Some("operator-a"))
-                }
-            },
-        )
-        .await?;
+        wait_for_leader(&leases, "operator-a", Duration::from_secs(20)).await?;
         let b_args = lease_args("operator-b");
         let _b =
             Operator::start(&ns, &b_args.iter().map(String::as_str).collect::<Vec<_>>()).await?;
@@ -370,22 +368,7 @@ async fn a_second_operator_takes_over_the_lease_within_17s() {
         let mut a = a;
         a.kill().await?;
         let killed = Instant::now();
-        let l = leases.clone();
-        wait_until(
-            Duration::from_secs(17),
-            "operator-b takes the lease",
-            || {
-                let l = l.clone();
-                async move {
-                    Ok(l.get_opt("modelfleet-operator")
-                        .await?
-                        .and_then(|l| l.spec?.holder_identity)
-                        .as_deref()
-                        == Some("operator-b"))
-                }
-            },
-        )
-        .await?;
+        wait_for_leader(&leases, "operator-b", Duration::from_secs(17)).await?;
         eprintln!(
             "operator-b took over {:?} after operator-a was killed",
             killed.elapsed()
