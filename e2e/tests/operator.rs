@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -414,4 +415,80 @@ async fn kubectl_explain_documents_the_spec() {
     let out = kubectl(&["explain", "modelservice.spec.model.sha256"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("SHA-256"), "{text}");
+}
+
+#[tokio::test]
+async fn an_hpa_drives_the_replica_count_through_the_scale_subresource() {
+    with_temp_ns("op-hpa", |client, ns| async move {
+        install_crd()?;
+        let _op = Operator::start(&ns, &[]).await?;
+        let mss: Api<ModelService> = Api::namespaced(client.clone(), &ns);
+        // Pods that stay Pending (more GPUs than a node has) keep the CPUs free for the tests
+        // running beside this one; the replica count is all this test is about.
+        let mut spec = smollm2_spec(SHA256);
+        spec["resources"]["accelerator"]["count"] = serde_json::json!(9);
+        mss.create(&PostParams::default(), &model_service("hpa-driven", spec)?)
+            .await?;
+        // A real HorizontalPodAutoscaler of kube-controller-manager on the ModelService. There
+        // is no metrics API here, so its CPU metric cannot be read; but the HPA controller raises
+        // a target below minReplicas before it looks at metrics, through the scale subresource.
+        let hpa: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "hpa-driven"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "modelfleet.dev/v1alpha1", "kind": "ModelService", "name": "hpa-driven"},
+                "minReplicas": 2,
+                "maxReplicas": 3,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}],
+            },
+        }))?;
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+        hpas.create(&PostParams::default(), &hpa).await?;
+
+        // The HPA controller syncs every 15 s.
+        let ms = wait_ms(
+            &mss,
+            "hpa-driven",
+            Duration::from_secs(60),
+            "spec.replicas 2 from the HPA",
+            |m| m.spec.replicas == Some(2),
+        )
+        .await?;
+        let managers: Vec<_> = ms
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|f| f.subresource.as_deref() == Some("scale"))
+            .filter_map(|f| f.manager.clone())
+            .collect();
+        ensure!(
+            managers.iter().any(|m| m == "kube-controller-manager"),
+            "spec.replicas should be written by the HPA through /scale; managers: {managers:?}"
+        );
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        wait_until(
+            Duration::from_secs(30),
+            "the Deployment follows the HPA",
+            || {
+                let d = deployments.clone();
+                async move {
+                    Ok(d.get_opt("hpa-driven")
+                        .await?
+                        .and_then(|d| d.spec?.replicas)
+                        == Some(2))
+                }
+            },
+        )
+        .await?;
+        let status = hpas.get("hpa-driven").await?.status.context("HPA status")?;
+        let able = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "AbleToScale")
+            .context("AbleToScale condition")?;
+        assert_eq!(able.status, "True", "{able:?}");
+        Ok(())
+    })
+    .await;
 }
