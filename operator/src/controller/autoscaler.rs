@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use modelfleet_crds::{AutoscalingStatus, ScalingDecision};
 
 use super::observe::{is_ready, metrics_url};
@@ -42,6 +42,25 @@ pub struct State {
     last_status_refresh: Option<Instant>,
     /// When a reconcile last used this state (to forget deleted ModelServices).
     pub touched: Option<Instant>,
+    /// What this process last applied and wrote: the replica count, `status.autoscaling` and
+    /// the ScalingActive condition. The next reconcile may see a cached object that does not
+    /// show them yet; reading them back from there would undo a decision.
+    pub applied: Option<Applied>,
+}
+
+impl State {
+    /// Forgets the last decision, when it could not be applied.
+    pub fn forget_last_decision(&mut self) {
+        self.decisions.pop();
+    }
+}
+
+/// See [`State::applied`].
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub replicas: i32,
+    pub status: Option<AutoscalingStatus>,
+    pub condition: Option<Condition>,
 }
 
 /// The outcome of one tick.

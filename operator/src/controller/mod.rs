@@ -245,6 +245,11 @@ async fn reconcile_inner(
         && let Replicas::Autoscaled(scaling) = &v.replicas
     {
         let mut state = take_autoscaler(ctx, &uid);
+        // This process's last applied count beats the status of a cached object that may not
+        // show it yet (after a restart there is none, and status is the record).
+        if let Some(a) = &state.applied {
+            v.desired_replicas = a.replicas.clamp(scaling.min, scaling.max);
+        }
         let current = v.desired_replicas;
         let tick = autoscaler::tick(
             &ctx.http,
@@ -263,11 +268,23 @@ async fn reconcile_inner(
             info!(from = current, to = v.desired_replicas, reason = %t.recommendation.reason, "scaling");
         }
         scaler = Some((state, tick, current));
+    } else {
+        // Not autoscaled (any more): what the autoscaler remembered no longer holds.
+        drop(take_autoscaler(ctx, &uid));
     }
 
     // Build and apply.
-    if let Ok(v) = &validated {
-        apply(ctx, v, &mut observed).await?;
+    if let Ok(v) = &validated
+        && let Err(e) = apply(ctx, v, &mut observed).await
+    {
+        // Keep what the autoscaler learned; the decision it made was not applied.
+        if let Some((mut state, tick, _)) = scaler {
+            if tick.is_some_and(|t| t.changed) {
+                state.forget_last_decision();
+            }
+            put_autoscaler(ctx, uid, state);
+        }
+        return Err(e);
     }
     observed.progress = observe::progress(&ctx.http, &observed.pods).await;
     let known = ms
@@ -284,18 +301,26 @@ async fn reconcile_inner(
     let mut new_status = status::compute(ms, validated.as_ref(), &observed, &now);
     if let Some((mut state, tick, current)) = scaler {
         let old = ms.status.as_ref();
-        let previous = old
-            .and_then(|s| {
-                s.conditions
-                    .iter()
-                    .find(|c| c.type_ == conditions::SCALING_ACTIVE)
-            })
-            .cloned();
+        let applied = state.applied.take();
+        let previous = match &applied {
+            Some(a) => a.condition.clone(),
+            None => old
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == conditions::SCALING_ACTIVE)
+                })
+                .cloned(),
+        };
+        let previous_status = match applied {
+            Some(a) => a.status,
+            None => old.and_then(|s| s.autoscaling.clone()),
+        };
         match &tick {
             Some(t) => {
                 new_status.autoscaling = Some(autoscaler::status(
                     &mut state,
-                    old.and_then(|s| s.autoscaling.as_ref()),
+                    previous_status.as_ref(),
                     t,
                     current,
                     &now,
@@ -322,7 +347,21 @@ async fn reconcile_inner(
                     &now,
                 ));
             }
-            None => new_status.conditions.extend(previous),
+            None => {
+                new_status.autoscaling = previous_status;
+                new_status.conditions.extend(previous);
+            }
+        }
+        if let Ok(v) = &validated {
+            state.applied = Some(autoscaler::Applied {
+                replicas: v.desired_replicas,
+                status: new_status.autoscaling.clone(),
+                condition: new_status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == conditions::SCALING_ACTIVE)
+                    .cloned(),
+            });
         }
         put_autoscaler(ctx, uid.clone(), state);
         if let (Some(t), Ok(v)) = (&tick, &validated)
