@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the whole job end to end. Uses the cluster KUBECONFIG points to when it answers,
-# otherwise starts the local control plane (first time: builds Kubernetes from source, 15-40 min);
+# otherwise starts the local control plane (first time: builds Kubernetes from source, 8-15 min on 2 cores);
 # installs the operator with the chart, applies the demo ModelService, sends a load that needs
 # more than one replica, shows a live view, and writes a plot and a summary to target/demo/.
 # Ctrl-C stops it and cleans up; `make demo-down` does the same afterwards.
@@ -30,7 +30,7 @@ if [ -n "${KUBECONFIG:-}" ] && kubectl version --request-timeout=5s >/dev/null 2
   say "using the cluster of KUBECONFIG=$KUBECONFIG"
 else
   if [ ! -x "$cache/bin/current/kube-apiserver" ]; then
-    say "no local control plane yet: building etcd, Kubernetes, kwok and helm from source (15-40 minutes, once)"
+    say "no local control plane yet: building etcd, Kubernetes, kwok and helm from source (8-15 minutes on 2 cores, once)"
   fi
   say "starting the local control plane"
   make --no-print-directory cluster-up
