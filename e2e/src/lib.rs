@@ -246,6 +246,14 @@ where
     obj.with_context(|| format!("{name} was deleted while waiting"))
 }
 
+/// A condition for [`wait_for`]: the pod's phase is one of `phases`.
+pub fn pod_phase_in(phases: &'static [&'static str]) -> impl Condition<Pod> {
+    move |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.phase.as_deref())
+            .is_some_and(|ph| phases.contains(&ph))
+    }
+}
+
 /// The status of the pod condition `type_` ("True"/"False"), if present.
 pub fn pod_condition(pod: &Pod, type_: &str) -> Option<k8s_openapi::api::core::v1::PodCondition> {
     pod.status

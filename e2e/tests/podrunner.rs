@@ -12,7 +12,7 @@ use kube::{
     api::{DeleteParams, PostParams},
     runtime::wait::conditions,
 };
-use modelfleet_e2e::{pod_condition, wait_for, with_temp_ns};
+use modelfleet_e2e::{pod_condition, pod_phase_in, wait_for, with_temp_ns};
 
 fn exec_pod(name: &str, restart: &str, script: &str, extra: serde_json::Value) -> Result<Pod> {
     let mut container = serde_json::json!({
@@ -48,10 +48,12 @@ async fn exited_process_reports_exit_code_and_termination_message() {
             &exec_pod("exits", "Never", script, serde_json::json!({}))?,
         )
         .await?;
-        let pod = wait_for(pods, "exits", Duration::from_secs(60), |p: Option<&Pod>| {
-            p.and_then(|p| p.status.as_ref()?.phase.clone())
-                .is_some_and(|ph| ph == "Failed")
-        })
+        let pod = wait_for(
+            pods,
+            "exits",
+            Duration::from_secs(60),
+            pod_phase_in(&["Failed"]),
+        )
         .await?;
         let ip = pod
             .status
@@ -200,10 +202,7 @@ async fn ready_follows_the_readiness_probe() {
             pods.clone(),
             "server",
             Duration::from_secs(60),
-            |p: Option<&Pod>| {
-                p.and_then(|p| p.status.as_ref()?.phase.clone())
-                    .is_some_and(|ph| ph == "Running")
-            },
+            pod_phase_in(&["Running"]),
         )
         .await?;
         let ready = pod_condition(&running, "Ready").context("no Ready condition")?;
@@ -238,10 +237,12 @@ async fn process_has_exactly_its_service_account_rbac() {
             &exec_pod("rbac", "Never", &script, extra)?,
         )
         .await?;
-        let pod = wait_for(pods, "rbac", Duration::from_secs(60), |p: Option<&Pod>| {
-            p.and_then(|p| p.status.as_ref()?.phase.clone())
-                .is_some_and(|ph| ph == "Failed" || ph == "Succeeded")
-        })
+        let pod = wait_for(
+            pods,
+            "rbac",
+            Duration::from_secs(60),
+            pod_phase_in(&["Failed", "Succeeded"]),
+        )
         .await?;
         let t = container_state(&pod)
             .and_then(|c| c.state?.terminated)

@@ -14,7 +14,9 @@ use kube::{
     Api,
     api::{DeleteParams, PostParams},
 };
-use modelfleet_e2e::{cache_dir, pod_condition, repo_root, required, wait_for, with_temp_ns};
+use modelfleet_e2e::{
+    cache_dir, pod_condition, pod_phase_in, repo_root, required, wait_for, with_temp_ns,
+};
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
@@ -86,10 +88,7 @@ async fn runtime_pod_runs_the_real_binary_and_is_ready_after_readyz() {
             pods.clone(),
             "runtime",
             Duration::from_secs(60),
-            |p: Option<&Pod>| {
-                p.and_then(|p| p.status.as_ref()?.phase.clone())
-                    .is_some_and(|ph| ph == "Running")
-            },
+            pod_phase_in(&["Running"]),
         )
         .await?;
         let ready = pod_condition(&running, "Ready").context("no Ready condition")?;
