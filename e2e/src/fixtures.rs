@@ -13,10 +13,12 @@ use kube::{Api, Client};
 use modelfleet_crds::ModelService;
 use tokio::process::{Child, Command};
 
-use crate::{kubeconfig_path, kubectl_ok, repo_root};
+use crate::{bin_dir, kubeconfig_path, kubectl_ok, repo_root};
 
 /// The sha256 of the SmolLM2-135M-Instruct Q4_1 GGUF (`make model` checks it too).
 pub const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+/// Its file name in `$MODELFLEET_CACHE/models/`, the directory the model store serves.
+pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Where the local model store (`make cluster-up`) serves it.
 pub const MODEL_URI: &str = "http://127.0.0.1:18080/SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Cold start of one runtime pod here: fetch 98 MB from loopback, digest, load, warm up.
@@ -33,15 +35,7 @@ impl Operator {
     pub async fn start(ns: &str, extra: &[&str]) -> Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let admin = format!("127.0.0.1:{port}");
-        let bin = std::env::var_os("MODELFLEET_BIN_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                let target = std::env::var_os("CARGO_TARGET_DIR")
-                    .map(std::path::PathBuf::from)
-                    .unwrap_or_else(|| repo_root().join("target"));
-                target.join("debug")
-            })
-            .join("modelfleet-operator");
+        let bin = bin_dir().join("modelfleet-operator");
         ensure!(
             bin.exists(),
             "{} is missing: run `make e2e`, which builds it",
@@ -111,13 +105,20 @@ impl Operator {
     }
 }
 
-/// Installs (or updates) the generated CRD and waits until it is Established.
+/// Installs (server-side apply, or updates) the generated CRD and waits until it is
+/// Established. Idempotent, so every test can call it.
 pub fn install_crd() -> Result<()> {
     let crd = repo_root().join("crds/modelservice.yaml");
+    ensure!(
+        crd.exists(),
+        "{} does not exist (make generate)",
+        crd.display()
+    );
     kubectl_ok(&[
         "apply",
         "--server-side",
         "--force-conflicts",
+        "--field-manager=modelfleet-e2e",
         "-f",
         crd.to_str().context("path")?,
     ])?;

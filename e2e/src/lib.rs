@@ -51,6 +51,19 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Where the locally built binaries (`modelfleet-runtime`, `modelfleet-operator`) are:
+/// `$MODELFLEET_BIN_DIR`, else the `debug` directory of `$CARGO_TARGET_DIR` (relative to the
+/// workspace root, as cargo reads it) or of `target/`.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("MODELFLEET_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| repo_root().join("target"), |t| repo_root().join(t));
+            target.join("debug")
+        })
+}
+
 /// Whether a missing control plane is a failure (CI) rather than a skip.
 pub fn required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -6,11 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
+use modelfleet_e2e::fixtures::install_crd;
 use modelfleet_e2e::{kubectl, kubectl_ok, repo_root, with_temp_ns};
-
-fn crd_path() -> PathBuf {
-    repo_root().join("crds/modelservice.yaml")
-}
 
 /// The sample files of one kind, sorted; an empty list is a failure (the samples are part of
 /// the foundation issue).
@@ -40,34 +37,6 @@ fn expectations(path: &Path) -> Result<Vec<String>> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect())
-}
-
-/// Installs (server-side apply) the CRD and waits until it is Established. Idempotent, so every
-/// test can call it.
-fn install_crd() -> Result<()> {
-    let path = crd_path();
-    ensure!(
-        path.exists(),
-        "{} does not exist (make generate)",
-        path.display()
-    );
-    let p = path.display().to_string();
-    kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=modelfleet-e2e",
-        "-f",
-        &p,
-    ])?;
-    kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "-f",
-        &p,
-    ])?;
-    Ok(())
 }
 
 #[tokio::test]

@@ -14,29 +14,20 @@ use kube::{
     Api,
     api::{DeleteParams, PostParams},
 };
+use modelfleet_e2e::fixtures::{MODEL_FILE, MODEL_URI, SHA256};
 use modelfleet_e2e::{
-    cache_dir, pod_condition, pod_phase_in, repo_root, required, wait_for, with_temp_ns,
+    bin_dir, cache_dir, pod_condition, pod_phase_in, required, wait_for, with_temp_ns,
 };
 
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
-
 fn prerequisites() -> Result<(), String> {
-    let bin_dir = std::env::var_os("MODELFLEET_BIN_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map_or_else(|| repo_root().join("target"), |t| repo_root().join(t));
-            target.join("debug")
-        });
-    let bin = bin_dir.join("modelfleet-runtime");
+    let bin = bin_dir().join("modelfleet-runtime");
     if !bin.exists() {
         return Err(format!(
             "{} is missing (cargo build -p modelfleet-runtime)",
             bin.display()
         ));
     }
-    let model = cache_dir().join("models").join(MODEL);
+    let model = cache_dir().join("models").join(MODEL_FILE);
     if !model.exists() {
         return Err(format!("{} is missing (make model)", model.display()));
     }
@@ -57,8 +48,8 @@ fn runtime_pod() -> Result<Pod> {
                     {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                     {"name": "MODELFLEET_HOST", "value": "$(POD_IP)"},
                     {"name": "MODELFLEET_PORT", "value": "8080"},
-                    {"name": "MODELFLEET_MODEL_URI", "value": format!("http://127.0.0.1:18080/{MODEL}")},
-                    {"name": "MODELFLEET_MODEL_SHA256", "value": MODEL_SHA256},
+                    {"name": "MODELFLEET_MODEL_URI", "value": MODEL_URI},
+                    {"name": "MODELFLEET_MODEL_SHA256", "value": SHA256},
                     {"name": "MODELFLEET_CACHE_DIR", "value": "/var/cache/modelfleet"},
                     {"name": "MODELFLEET_THREADS", "value": "1"},
                 ],
