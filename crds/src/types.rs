@@ -488,8 +488,10 @@ pub struct ScalingSpec {
     /// The latency to hold.
     pub objective: LatencyObjective,
 
-    /// How long load must stay low before replicas are removed. Scale-up never waits. Defaults to
-    /// `5m`; `0s` removes replicas as soon as the policy allows.
+    /// How long load must stay low before replicas are removed; replicas are removed one step
+    /// per delay, and when traffic stops altogether they are kept for three delays after the
+    /// last request. Scale-up never waits. Defaults to `5m`; `0s` removes replicas as soon as
+    /// the policy allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 32))]
     #[x_kube(validation = Rule::new(

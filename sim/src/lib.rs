@@ -604,7 +604,8 @@ impl Ours {
         // first scrape and reports it missing only when it fails to answer.
         obs.replicas_missing = 0;
         self.observations.push(obs);
-        let keep_from = now - cfg.scale_down_delay.max(600.0) - 60.0;
+        let keep_from =
+            now - policy::history_seconds(Duration::from_secs_f64(cfg.scale_down_delay));
         self.observations.retain(|o| o.at >= keep_from);
         self.decisions.retain(|d| d.at >= keep_from);
         let rec = policy::decide(&PolicyInput {

@@ -10,16 +10,25 @@
 //!    of the finished requests over the window length). The p95 of the objective's latency and
 //!    the mean request latency are each fitted as `a + b·(L − 1)` over the recent windows: a batch
 //!    of `L` requests decodes each token slower by a roughly constant cost per extra request, and
-//!    queueing beyond the batch limit adds a roughly constant wait per queued request.
-//! 2. The concurrency `L*` at which the fitted p95 meets the objective (with a 10 % margin) and
-//!    the mean latency `W(L*)` there give the capacity at the objective, `L* / W(L*)` requests per
-//!    second per replica (Little's law again).
-//! 3. The arrival rate (finished + rejected + growth of the backlog) plus the growth expected
-//!    while a new replica starts, plus a backlog-drain term, divided by that capacity, is the
-//!    replica count. Scale-up is immediate (one decision). Scale-down waits until every window
-//!    of the last `scale_down_delay` asked for fewer replicas, then goes to the largest of those
-//!    asks, computed with an extra hysteresis margin.
-//! 4. Without fresh metrics from any ready replica the policy holds and says so
+//!    queueing beyond the batch limit adds a roughly constant wait per queued request. Windows
+//!    within an objective after a backlog are left out: their requests carry the overload's wait.
+//! 2. The concurrency `L*` at which the fitted p95 meets the objective and the mean latency
+//!    `W(L*)` there give the capacity at the objective, `L* / W(L*)` requests per second per
+//!    replica (Little's law again).
+//! 3. The rate to size for is the minute's mean arrival rate (finished + rejected + growth of the
+//!    backlog) plus 2.5 standard deviations of the 10 s rate around it over the last 30 minutes:
+//!    Poisson noise adds a little, bursts (which meet the same replicas at once) add a lot, and a
+//!    calm stretch between bursts does not make the fleet forget them. Growth over the last
+//!    minute is extrapolated over the cold start (at most 30 s), and a backlog is drained over
+//!    it. That rate over the capacity is the replica count.
+//! 4. Scale-up is immediate (one decision) once the count needed passes the current one by a
+//!    5 % dead band, and then adds 5 % more; a queue or a step in the last 20 s scales up
+//!    without the band. Scale-down waits until every window of the last `scale_down_delay` asked
+//!    for fewer replicas (with a 10 % hysteresis margin), goes to the largest of those asks, and
+//!    takes one step per delay. When traffic stops altogether, replicas are kept for three delays
+//!    after the last request: a pause is often followed by the same load, and a cold start then
+//!    fails every request for its whole length.
+//! 5. Without fresh metrics from any ready replica the policy holds and says so
 //!    (`metrics_missing`), which the operator reports as the `MetricsUnavailable` condition.
 //!
 //! Times are seconds (`f64`) on the caller's clock, whatever its epoch, so that the controller
@@ -29,12 +38,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Share of the objective the policy sizes for: the 10 % left absorbs the noise of a window's
-/// p95 and the bucket resolution of the runtime's histogram.
-const TARGET_SHARE: f64 = 0.9;
-/// Extra arrival rate provisioned on top of the estimate (Poisson noise at a few requests per
-/// second and replica is about this much over a minute).
-const HEADROOM: f64 = 0.1;
+/// Seconds the sizing rate is averaged over.
+const SIZE_SPAN: f64 = 60.0;
+/// Seconds over which a burst is measured: shorter than a request's latency, so that a burst's
+/// requests count as the crowd they are in the replicas.
+const BURST_HORIZON: f64 = 10.0;
+/// Seconds of history the burst spread is measured over: long enough that the largest bursts
+/// of a bursty stream are in it after a calm stretch.
+const SPREAD_SPAN: f64 = 1800.0;
+/// Standard deviations of the burst spread provisioned on top of the minute's mean rate.
+const SPREAD_Z: f64 = 2.5;
+/// Share by which the sizing rate must pass the replicas' capacity before replicas are added,
+/// and the extra capacity added then.
+const DEAD_BAND: f64 = 0.05;
+/// Longest time a minute's growth is extrapolated over.
+const TREND_HORIZON: f64 = 30.0;
 /// Extra margin a scale-down must clear, so that load hovering at a replica boundary does not
 /// flap.
 const HYSTERESIS: f64 = 0.1;
@@ -51,6 +69,13 @@ const PRIOR_SLOPE: f64 = 0.5;
 /// Variance of the per-replica concurrency (requests²) at which the fitted slope and the prior
 /// weigh the same.
 const PRIOR_WEIGHT: f64 = 0.1;
+/// Scale-down delays replicas are kept after the last request when traffic stops altogether.
+pub const IDLE_HOLD: f64 = 3.0;
+/// Seconds of observations the policy needs: the burst spread's span, and enough to see the
+/// last request of an idle pause.
+pub fn history_seconds(scale_down_delay: Duration) -> f64 {
+    (IDLE_HOLD * scale_down_delay.as_secs_f64()).max(SPREAD_SPAN) + 60.0
+}
 /// Windows older than this many seconds, or three windows, whichever is longer, are stale.
 const STALE_AFTER: f64 = 30.0;
 
@@ -330,17 +355,30 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     let lambda_now = mean_between(input.now - RATE_SPAN, input.now).unwrap_or(0.0) + queue_growth;
     // Growth over the last minute, extrapolated over a cold start: what will arrive by the time
     // a replica asked for now is ready. Growth under 15 % a minute is noise at these rates.
+    // A rise from (nearly) nothing or a doubling within the minute is a step, not a trend: it
+    // is sized for as it is, not extrapolated.
     let trend = match mean_between(input.now - 60.0 - RATE_SPAN, input.now - 60.0) {
-        Some(older) if lambda_now > older * 1.15 => (lambda_now - older) / 60.0,
+        Some(older) if lambda_now > older * 1.15 && lambda_now < older * 2.0 => {
+            (lambda_now - older) / 60.0
+        }
         _ => 0.0,
     };
 
     // Fit the latency model on windows with enough finished requests.
     let mut p95_points = Vec::new();
     let mut mean_points = Vec::new();
+    let mut backlog_at = f64::NEG_INFINITY;
     for o in &obs {
+        // Requests that waited in a backlog, or decoded in an overfull batch, finish up to an
+        // objective later with that wait, not with the cost of the window they finish in: such
+        // windows would tie an overload's latency to the concurrency after it (when replicas
+        // were added and the backlog drains).
+        let carried = o.at - o.window_seconds < backlog_at + objective;
+        if o.queued > 0.0 {
+            backlog_at = o.at;
+        }
         let finished = o.completed_rate * o.window_seconds;
-        if finished < MIN_FINISHED {
+        if finished < MIN_FINISHED || carried {
             continue;
         }
         let (Some(c), Some(p95)) = (o.concurrency, o.p95) else {
@@ -422,7 +460,7 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         );
     };
 
-    let target = objective * TARGET_SHARE;
+    let target = objective;
     let (l_star, capacity) = model.capacity(target, f64::from(cfg.max_concurrency));
     let explain_capacity = format!(
         "capacity ≈{} req/s per replica at the objective ({l_star:.1} requests each)",
@@ -442,28 +480,50 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     } else {
         lambda_now
     };
-    let demand = lambda_up + trend * cold_start + backlog_drain;
-    // Scale up once the demand uses up the headroom of the replicas there are, and then size
-    // with headroom again: the gap between the two is the dead band that absorbs noise.
-    // A 20 s average is noisy (±10 % at 5 req/s): it may trigger a scale-up only when the
-    // replicas show pressure (a queue, or a p95 past the sizing target); the minute's average
-    // triggers on its own.
-    let lambda_minute = mean_between(input.now - 60.0, input.now).unwrap_or(lambda_now);
-    let soft_pressure = latest.queued > 0.0 || latest.p95.is_some_and(|p| p > target);
-    let trigger = if soft_pressure {
-        demand
-    } else {
-        demand.min(lambda_minute + trend * cold_start + backlog_drain)
+    // Growth extrapolated over at most `TREND_HORIZON`: a longer cold start does not make a
+    // minute's rise any more likely to go on.
+    let growth = trend * cold_start.min(TREND_HORIZON);
+    let demand = lambda_up + growth + backlog_drain;
+    // Requests do not arrive evenly, and a burst shorter than a request's latency meets the
+    // same replicas all at once: the fleet is sized for the minute's mean rate plus `SPREAD_Z`
+    // standard deviations of the `BURST_HORIZON` rate around it, measured over the last
+    // `SPREAD_SPAN` (long, so that a calm stretch between bursts does not make the fleet
+    // forget them). Poisson noise at a few requests per second gives a small spread; a bursty
+    // stream a large one.
+    let spread = {
+        let deviations: Vec<f64> = arrivals
+            .iter()
+            .filter(|(t, _)| *t > input.now - SPREAD_SPAN)
+            .filter_map(|(t, _)| {
+                Some(mean_between(t - BURST_HORIZON, *t)? - mean_between(t - SIZE_SPAN, *t)?)
+            })
+            .collect();
+        if deviations.len() >= 12 {
+            (deviations.iter().map(|d| d * d).sum::<f64>() / deviations.len() as f64).sqrt()
+        } else {
+            0.0
+        }
     };
-    let mut want = if needed_for(trigger, capacity, 0.0) > current {
-        clamp(needed_for(demand, capacity, HEADROOM))
-    } else {
-        clamp(needed_for(demand, capacity, 0.0)).min(current)
-    };
+    let size_at = |t: f64| mean_between(t - SIZE_SPAN, t).map(|r| r + SPREAD_Z * spread);
+    let sized = size_at(input.now).unwrap_or(lambda_now) + growth + backlog_drain;
+    // Scale up when the sizing rate or the short-term demand (a step, a queue) needs more; the
+    // short-term demand alone never lowers the count.
+    // A dead band around the count: the sizing rate must pass it by `DEAD_BAND` to add
+    // replicas, and then adds enough for `DEAD_BAND` more, so that a slowly drifting estimate
+    // moves the count in a few steps instead of one replica at a time.
+    let short_term = needed_for(demand, capacity, 0.0);
+    let mut want = clamp(needed_for(sized, capacity, 0.0).max(short_term));
+    if want > current {
+        want = if short_term > current || needed_for(sized, capacity, -DEAD_BAND) > current {
+            clamp(needed_for(sized, capacity, DEAD_BAND).max(short_term))
+        } else {
+            current
+        };
+    }
     let mut sizing = format!(
-        "{want} replicas for {} req/s with {:.0}% headroom",
-        rate(demand),
-        HEADROOM * 100.0
+        "{want} replicas for {} req/s (the minute's rate plus {SPREAD_Z} × {} req/s of burst spread)",
+        rate(sized.max(demand)),
+        rate(spread)
     );
 
     // The model can be wrong (a new prompt mix, a slower node): when the p95 is over the
@@ -520,6 +580,43 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
             latest.replicas_missing
         ));
     }
+    // Traffic that stopped altogether often resumes at the level it had (a batch job between
+    // runs, a client that reconnects), and a cold start then costs every request for its whole
+    // duration: replicas are kept for `IDLE_HOLD` scale-down delays after the last request.
+    // A pause within the delay counts toward a scale-down only once it lasted that long.
+    let idle = |o: &Observation| arrival(o) == 0.0 && o.in_flight == 0.0 && o.queued == 0.0;
+    if let Some(i) = obs
+        .iter()
+        .rposition(|o| o.at >= input.now - delay && idle(o))
+    {
+        let end = obs.get(i + 1).map_or(input.now, |o| o.at);
+        let start = obs[..i].iter().rev().find(|o| !idle(o)).map(|o| o.at);
+        if let Some(start) = start
+            && end - start < IDLE_HOLD * delay
+        {
+            return keep(format!(
+                "holding {current} replicas: no requests for {} until {} ago; traffic that stops often resumes, so replicas are kept for {} ({IDLE_HOLD:.0}× the scale-down delay) after the last request",
+                secs(end - start),
+                secs(input.now - end),
+                secs(IDLE_HOLD * delay)
+            ));
+        }
+    }
+    let last_down = input
+        .decisions
+        .iter()
+        .filter(|d| d.to < d.from)
+        .map(|d| d.at)
+        .fold(f64::NEG_INFINITY, f64::max);
+    // Scale down one step per delay: after a step the load must again stay low for the whole
+    // delay (a calm stretch between bursts must not take the fleet down in a cascade).
+    if input.now - last_down < delay {
+        return keep(format!(
+            "holding {current} replicas: {observed}; scaled down {} ago, the next scale-down waits {}",
+            secs(input.now - last_down),
+            secs(delay)
+        ));
+    }
     if input.now - last_up < delay {
         return keep(format!(
             "holding {current} replicas: {observed}; scaled up {} ago, scale-down waits {}",
@@ -541,8 +638,8 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     let down_to = arrivals
         .iter()
         .filter(|(t, _)| *t >= since)
-        .filter_map(|(t, _)| mean_between(t - RATE_SPAN, *t))
-        .map(|r| needed_for(r, capacity, HEADROOM + HYSTERESIS))
+        .filter_map(|(t, _)| size_at(*t))
+        .map(|r| needed_for(r, capacity, HYSTERESIS))
         .max()
         .unwrap_or(current);
     let down_to = clamp(down_to.max(want));
@@ -759,6 +856,100 @@ mod tests {
             f.reason()
         );
         assert!(f.reason().contains("scaling down"), "{}", f.reason());
+    }
+
+    #[test]
+    fn bursts_get_more_replicas_than_steady_load_at_the_same_mean() {
+        // Half an hour of windows with the same latency figures; arrivals either steady at
+        // 2 req/s or one window in four at 5 req/s and the others at 1 req/s (the same mean).
+        let desired = |rate: &dyn Fn(usize) -> f64| {
+            let observations = (1..=360)
+                .map(|i| Observation {
+                    at: i as f64 * 5.0,
+                    window_seconds: 5.0,
+                    replicas_measured: 10,
+                    completed_rate: rate(i),
+                    p95: Some(20.0),
+                    mean_latency: Some(10.0),
+                    request_latency_mean: Some(10.0),
+                    concurrency: Some(15.0),
+                    ..Observation::default()
+                })
+                .collect();
+            decide(&PolicyInput {
+                config: Fleet::new(10).cfg,
+                observations,
+                current_replicas: 10,
+                ready_replicas: 10,
+                cold_start: Duration::from_secs(30),
+                decisions: vec![],
+                now: 1800.0,
+                model: None,
+            })
+        };
+        let steady = desired(&|_| 2.0);
+        let bursty = desired(&|i| if i % 4 == 0 { 5.0 } else { 1.0 });
+        assert!(
+            f64::from(bursty.desired) >= 1.3 * f64::from(steady.desired),
+            "bursty {} vs steady {}: {}",
+            bursty.desired,
+            steady.desired,
+            bursty.reason
+        );
+        assert!(bursty.reason.contains("burst spread"), "{}", bursty.reason);
+    }
+
+    #[test]
+    fn scale_down_takes_one_step_per_delay() {
+        let mut f = settled(3.0);
+        let mut downs = Vec::new();
+        for i in 1..=360 {
+            let before = f.replicas;
+            if f.step(0.5) < before {
+                downs.push(i * 5);
+            }
+        }
+        assert!(downs.len() >= 2, "{downs:?}: {}", f.reason());
+        for pair in downs.windows(2) {
+            assert!(pair[1] - pair[0] >= 300, "{downs:?}");
+        }
+    }
+
+    #[test]
+    fn a_pause_keeps_the_replicas_for_three_delays_then_scales_down() {
+        let mut f = settled(3.0);
+        let before = f.replicas;
+        let idle = |f: &mut Fleet| {
+            f.now += 5.0;
+            let mut o = f.observation(0.0);
+            (o.completed_rate, o.concurrency, o.p95, o.mean_latency) = (0.0, None, None, None);
+            o.request_latency_mean = None;
+            f.push(o)
+        };
+        // A pause of two delays, then the same load again: nothing was removed.
+        for _ in 0..120 {
+            assert_eq!(idle(&mut f), before, "{}", f.reason());
+        }
+        assert!(f.reason().contains("no requests for"), "{}", f.reason());
+        for _ in 0..12 {
+            assert!(f.step(3.0) >= before, "{}", f.reason());
+        }
+        let before = f.replicas;
+        // A pause that lasts: one scale-down to the minimum after three delays.
+        let mut changed_at = None;
+        for i in 1..=360 {
+            if idle(&mut f) < before {
+                changed_at = Some(i * 5);
+                break;
+            }
+        }
+        let t = changed_at.expect("never scaled down");
+        assert!(
+            (900..=930).contains(&t),
+            "scaled down after {t}s: {}",
+            f.reason()
+        );
+        assert_eq!(f.replicas, 1, "{}", f.reason());
     }
 
     #[test]

@@ -153,12 +153,7 @@ pub async fn tick(
     if !reports.is_empty() {
         state.observations.push_back(observation);
     }
-    // The policy asks for at least max(scale-down delay, 10 min) of history.
-    let keep = scaling
-        .scale_down_delay
-        .max(Duration::from_secs(600))
-        .as_secs_f64()
-        + 60.0;
+    let keep = policy::history_seconds(scaling.scale_down_delay);
     while state.observations.front().is_some_and(|o| at - o.at > keep) {
         state.observations.pop_front();
     }
