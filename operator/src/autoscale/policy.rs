@@ -14,7 +14,9 @@
 //!    within an objective after a backlog are left out: their requests carry the overload's wait.
 //! 2. The concurrency `L*` at which the fitted p95 meets the objective and the mean latency
 //!    `W(L*)` there give the capacity at the objective, `L* / W(L*)` requests per second per
-//!    replica (Little's law again).
+//!    replica (Little's law again). A higher estimate than the last one is believed by at most
+//!    10 % a minute (the latencies of a load step lag behind its concurrency); a lower one at
+//!    once.
 //! 3. The rate to size for is the minute's mean arrival rate (finished + rejected + growth of the
 //!    backlog) plus 2.5 standard deviations of the 10 s rate around it over the last 30 minutes:
 //!    Poisson noise adds a little, bursts (which meet the same replicas at once) add a lot, and a
@@ -51,6 +53,8 @@ const SPREAD_Z: f64 = 2.5;
 /// Share by which the sizing rate must pass the replicas' capacity before replicas are added,
 /// and the extra capacity added then.
 const DEAD_BAND: f64 = 0.05;
+/// Most a capacity estimate may rise per minute.
+const CAPACITY_RISE: f64 = 0.1;
 /// Longest time a minute's growth is extrapolated over.
 const TREND_HORIZON: f64 = 30.0;
 /// Extra margin a scale-down must clear, so that load hovering at a replica boundary does not
@@ -188,6 +192,13 @@ pub struct LatencyModel {
     pub mean_floor: f64,
     /// Seconds the mean grows per extra request per replica.
     pub mean_slope: f64,
+    /// Requests per second per replica the last decision used (0 before any): a higher estimate
+    /// is believed only gradually (`CAPACITY_RISE`).
+    #[serde(default)]
+    pub capacity: f64,
+    /// When `capacity` was used, seconds on the caller's clock.
+    #[serde(default)]
+    pub capacity_at: f64,
 }
 
 type Model = LatencyModel;
@@ -406,6 +417,8 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
             p95_slope: pb,
             mean_floor: ma,
             mean_slope: mb,
+            capacity: prior.map_or(0.0, |p| p.capacity),
+            capacity_at: prior.map_or(0.0, |p| p.capacity_at),
         })
         // Idle for a while: what was learned before still holds.
         .or(prior);
@@ -461,7 +474,21 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     };
 
     let target = objective;
-    let (l_star, capacity) = model.capacity(target, f64::from(cfg.max_concurrency));
+    let (l_star, fitted) = model.capacity(target, f64::from(cfg.max_concurrency));
+    // Good news is believed slowly: a fit that says each replica serves more (the latencies of
+    // a load step lag behind its concurrency) raises the capacity by at most `CAPACITY_RISE` a
+    // minute; a lower one counts at once.
+    let capacity = if model.capacity > 0.0 {
+        let minutes = ((input.now - model.capacity_at) / 60.0).max(0.0);
+        fitted.min(model.capacity * (1.0 + CAPACITY_RISE * minutes))
+    } else {
+        fitted
+    };
+    let model = Model {
+        capacity,
+        capacity_at: input.now,
+        ..model
+    };
     let explain_capacity = format!(
         "capacity ≈{} req/s per replica at the objective ({l_star:.1} requests each)",
         rate(capacity)
@@ -897,6 +924,37 @@ mod tests {
             bursty.reason
         );
         assert!(bursty.reason.contains("burst spread"), "{}", bursty.reason);
+    }
+
+    #[test]
+    fn a_higher_capacity_estimate_is_believed_gradually() {
+        let f = settled(3.0);
+        let last = f.last.clone().unwrap();
+        let fitted = last.capacity_per_replica.unwrap();
+        let mut model = last.model.unwrap();
+        // The previous decision, a minute ago, used half the capacity the windows now suggest.
+        (model.capacity, model.capacity_at) = (fitted / 2.0, f.now - 60.0);
+        let input = |model| PolicyInput {
+            config: f.cfg.clone(),
+            observations: f.obs.clone(),
+            current_replicas: f.replicas,
+            ready_replicas: f.replicas,
+            cold_start: Duration::from_secs(30),
+            decisions: f.decisions.clone(),
+            now: f.now,
+            model: Some(model),
+        };
+        let r = decide(&input(model));
+        let used = r.capacity_per_replica.unwrap();
+        assert!(
+            (used - fitted / 2.0 * 1.1).abs() < 1e-9,
+            "{used} vs {fitted}"
+        );
+        assert!(r.desired >= f.replicas, "{}", r.reason);
+        // A lower estimate counts at once.
+        model.capacity = fitted * 2.0;
+        let used = decide(&input(model)).capacity_per_replica.unwrap();
+        assert!((used - fitted).abs() < 1e-9, "{used} vs {fitted}");
     }
 
     #[test]
