@@ -17,12 +17,15 @@
 //!    replica (Little's law again). A higher estimate than the last one is believed by at most
 //!    10 % a minute (the latencies of a load step lag behind its concurrency); a lower one at
 //!    once.
-//! 3. The rate to size for is the minute's mean arrival rate (finished + rejected + growth of the
-//!    backlog) plus 2.5 standard deviations of the 10 s rate around it over the last 30 minutes:
-//!    Poisson noise adds a little, bursts (which meet the same replicas at once) add a lot, and a
-//!    calm stretch between bursts does not make the fleet forget them. Growth over the last
-//!    minute is extrapolated over the cold start (at most 30 s), and a backlog is drained over
-//!    it. That rate over the capacity is the replica count.
+//! 3. The rate to size for is the minute's mean arrival rate `r` (finished + rejected + growth
+//!    of the backlog) plus 2.5 standard deviations of the 10 s rate around it, `√(D·r/10 s)`,
+//!    where the dispersion `D` is measured over the last 30 minutes: the squared deviations of
+//!    the 10 s rate from the minute's mean over what Poisson arrivals would give. Poisson
+//!    arrivals (`D ≈ 1`) add a little, bursts (which meet the same replicas at once) a lot; a
+//!    calm stretch between bursts does not make the fleet forget them, and a stream that was
+//!    busy and is now quiet is not sized for its busy noise. Growth over the last minute is
+//!    extrapolated over the cold start (at most 30 s), and a backlog is drained over it. That
+//!    rate over the capacity is the replica count.
 //! 4. Scale-up is immediate (one decision) once the count needed passes the current one by a
 //!    5 % dead band, and then adds 5 % more; a queue or a step in the last 20 s scales up
 //!    without the band. Scale-down waits until every window of the last `scale_down_delay` asked
@@ -45,10 +48,11 @@ const SIZE_SPAN: f64 = 60.0;
 /// Seconds over which a burst is measured: shorter than a request's latency, so that a burst's
 /// requests count as the crowd they are in the replicas.
 const BURST_HORIZON: f64 = 10.0;
-/// Seconds of history the burst spread is measured over: long enough that the largest bursts
-/// of a bursty stream are in it after a calm stretch.
+/// Seconds of history the dispersion of the arrivals is measured over: long enough that the
+/// largest bursts of a bursty stream are in it after a calm stretch.
 const SPREAD_SPAN: f64 = 1800.0;
-/// Standard deviations of the burst spread provisioned on top of the minute's mean rate.
+/// Standard deviations of the 10 s rate (at the measured dispersion) provisioned on top of the
+/// minute's mean rate.
 const SPREAD_Z: f64 = 2.5;
 /// Share by which the sizing rate must pass the replicas' capacity before replicas are added,
 /// and the extra capacity added then.
@@ -513,25 +517,36 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     let demand = lambda_up + growth + backlog_drain;
     // Requests do not arrive evenly, and a burst shorter than a request's latency meets the
     // same replicas all at once: the fleet is sized for the minute's mean rate plus `SPREAD_Z`
-    // standard deviations of the `BURST_HORIZON` rate around it, measured over the last
-    // `SPREAD_SPAN` (long, so that a calm stretch between bursts does not make the fleet
-    // forget them). Poisson noise at a few requests per second gives a small spread; a bursty
-    // stream a large one.
-    let spread = {
-        let deviations: Vec<f64> = arrivals
+    // standard deviations of the `BURST_HORIZON` rate around it. How far that rate strays is
+    // the dispersion of the arrivals over the last `SPREAD_SPAN` (long, so that a calm stretch
+    // between bursts does not make the fleet forget them): the squared deviations of the 10 s
+    // rate from the minute's mean over what Poisson arrivals at that mean would give (about 1
+    // for Poisson, far more for bursts). The allowance then scales with the rate now: a stream
+    // that was busy and is quiet is not sized for the noise of its busy hours.
+    let dispersion = {
+        let (mut dev2, mut poisson, mut n) = (0.0, 0.0, 0);
+        for (t, _) in arrivals
             .iter()
             .filter(|(t, _)| *t > input.now - SPREAD_SPAN)
-            .filter_map(|(t, _)| {
-                Some(mean_between(t - BURST_HORIZON, *t)? - mean_between(t - SIZE_SPAN, *t)?)
-            })
-            .collect();
-        if deviations.len() >= 12 {
-            (deviations.iter().map(|d| d * d).sum::<f64>() / deviations.len() as f64).sqrt()
+        {
+            if let (Some(short), Some(minute)) = (
+                mean_between(t - BURST_HORIZON, *t),
+                mean_between(t - SIZE_SPAN, *t),
+            ) {
+                dev2 += (short - minute).powi(2);
+                poisson += minute / BURST_HORIZON;
+                n += 1;
+            }
+        }
+        if n >= 12 && poisson > 0.0 {
+            dev2 / poisson
         } else {
             0.0
         }
     };
-    let size_at = |t: f64| mean_between(t - SIZE_SPAN, t).map(|r| r + SPREAD_Z * spread);
+    let spread_at = |rate: f64| (dispersion * rate.max(0.0) / BURST_HORIZON).sqrt();
+    let spread = mean_between(input.now - SIZE_SPAN, input.now).map_or(0.0, spread_at);
+    let size_at = |t: f64| mean_between(t - SIZE_SPAN, t).map(|r| r + SPREAD_Z * spread_at(r));
     let sized = size_at(input.now).unwrap_or(lambda_now) + growth + backlog_drain;
     // Scale up when the sizing rate or the short-term demand (a step, a queue) needs more; the
     // short-term demand alone never lowers the count.
