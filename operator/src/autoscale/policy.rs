@@ -27,12 +27,13 @@
 //!    extrapolated over the cold start (at most 30 s), and a backlog is drained over it. That
 //!    rate over the capacity is the replica count.
 //! 4. Scale-up is immediate (one decision) once the count needed passes the current one by a
-//!    5 % dead band, and then adds 5 % more; a queue or a step in the last 20 s scales up
-//!    without the band. Scale-down waits until every window of the last `scale_down_delay` asked
-//!    for fewer replicas (with a 10 % hysteresis margin), goes to the largest of those asks, and
-//!    takes one step per delay. When traffic stops altogether, replicas are kept for three delays
-//!    after the last request: a pause is often followed by the same load, and a cold start then
-//!    fails every request for its whole length.
+//!    5 % dead band, and then adds 5 % more; the demand of the last 20 s (a step, a queue)
+//!    scales up without the band. Scale-down waits until every window of the last
+//!    `scale_down_delay` asked for fewer replicas (with a 10 % hysteresis margin), goes to the
+//!    largest of those asks, and takes one step per delay. When traffic stops altogether (no
+//!    request for at least a minute), replicas are kept for three delays after the last
+//!    request: a pause is often followed by the same load, and a cold start then fails every
+//!    request for its whole length.
 //! 5. Without fresh metrics from any ready replica the policy holds and says so
 //!    (`metrics_missing`), which the operator reports as the `MetricsUnavailable` condition.
 //!
@@ -148,7 +149,7 @@ pub struct PastDecision {
 pub struct PolicyInput {
     /// The objective and range.
     pub config: PolicyConfig,
-    /// Recent windows, oldest first; pass at least the last `max(scale_down_delay, 10 min)`.
+    /// Recent windows, oldest first; pass at least the last [`history_seconds`].
     pub observations: Vec<Observation>,
     /// Replicas asked for now (the Deployment's `spec.replicas`).
     pub current_replicas: u32,
@@ -347,13 +348,18 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         .filter(|o| o.replicas_measured > 0 && o.at <= input.now)
         .collect();
     let arrivals: Vec<(f64, f64)> = obs.iter().map(|o| (o.at, arrival(o))).collect();
+    // Mean of the arrival rates of the windows ending in (from, to]: prefix sums, so that the
+    // many averages below cost a binary search each, even over a day of history.
+    let prefix: Vec<f64> = std::iter::once(0.0)
+        .chain(arrivals.iter().scan(0.0, |sum, (_, r)| {
+            *sum += r;
+            Some(*sum)
+        }))
+        .collect();
     let mean_between = |from: f64, to: f64| {
-        let v: Vec<f64> = arrivals
-            .iter()
-            .filter(|(t, _)| *t > from && *t <= to)
-            .map(|(_, r)| *r)
-            .collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        let lo = arrivals.partition_point(|(t, _)| *t <= from);
+        let hi = arrivals.partition_point(|(t, _)| *t <= to);
+        (hi > lo).then(|| (prefix[hi] - prefix[lo]) / (hi - lo) as f64)
     };
     // Requests that arrived but are still queued count too: the growth of the queue over the
     // span (not the in-flight count, which swings with Poisson noise even far from saturation).
@@ -520,8 +526,8 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // standard deviations of the `BURST_HORIZON` rate around it. How far that rate strays is
     // the dispersion of the arrivals over the last `SPREAD_SPAN` (long, so that a calm stretch
     // between bursts does not make the fleet forget them): the squared deviations of the 10 s
-    // rate from the minute's mean over what Poisson arrivals at that mean would give (about 1
-    // for Poisson, far more for bursts). The allowance then scales with the rate now: a stream
+    // rate from the minute's mean over what Poisson arrivals at that mean would give (about 0.8
+    // for Poisson, as the 10 s rate is part of the minute; far more for bursts). The allowance then scales with the rate now: a stream
     // that was busy and is quiet is not sized for the noise of its busy hours.
     let dispersion = {
         let (mut dev2, mut poisson, mut n) = (0.0, 0.0, 0);
@@ -625,24 +631,37 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // Traffic that stopped altogether often resumes at the level it had (a batch job between
     // runs, a client that reconnects), and a cold start then costs every request for its whole
     // duration: replicas are kept for `IDLE_HOLD` scale-down delays after the last request.
-    // A pause within the delay counts toward a scale-down only once it lasted that long.
+    // A pause within the delay counts toward a scale-down only once it lasted that long; gaps
+    // shorter than `SIZE_SPAN` are sparse traffic, not a pause.
     let idle = |o: &Observation| arrival(o) == 0.0 && o.in_flight == 0.0 && o.queued == 0.0;
-    if let Some(i) = obs
-        .iter()
-        .rposition(|o| o.at >= input.now - delay && idle(o))
-    {
-        let end = obs.get(i + 1).map_or(input.now, |o| o.at);
-        let start = obs[..i].iter().rev().find(|o| !idle(o)).map(|o| o.at);
-        if let Some(start) = start
-            && end - start < IDLE_HOLD * delay
-        {
-            return keep(format!(
-                "holding {current} replicas: no requests for {} until {} ago; traffic that stops often resumes, so replicas are kept for {} ({IDLE_HOLD:.0}× the scale-down delay) after the last request",
-                secs(end - start),
-                secs(input.now - end),
-                secs(IDLE_HOLD * delay)
-            ));
+    // Idle runs as (last busy window before, first busy window after or now, last idle window).
+    let mut runs: Vec<(Option<f64>, f64, f64)> = Vec::new();
+    let mut last_busy: Option<f64> = None;
+    for (i, o) in obs.iter().enumerate() {
+        if !idle(o) {
+            last_busy = Some(o.at);
+            continue;
         }
+        let end = obs.get(i + 1).map_or(input.now, |next| next.at);
+        match runs.last_mut() {
+            Some(run) if i > 0 && idle(obs[i - 1]) => (run.1, run.2) = (end, o.at),
+            _ => runs.push((last_busy, end, o.at)),
+        }
+    }
+    let pause = runs.iter().find_map(|&(start, end, last_idle)| {
+        let start = start?;
+        (last_idle >= input.now - delay
+            && end - start >= SIZE_SPAN
+            && end - start < IDLE_HOLD * delay)
+            .then_some((start, end))
+    });
+    if let Some((start, end)) = pause {
+        return keep(format!(
+            "holding {current} replicas: no requests for {} until {} ago; traffic that stops often resumes, so replicas are kept for {} ({IDLE_HOLD:.0}× the scale-down delay) after the last request",
+            secs(end - start),
+            secs(input.now - end),
+            secs(IDLE_HOLD * delay)
+        ));
     }
     let last_down = input
         .decisions
@@ -787,7 +806,8 @@ mod tests {
 
         fn push(&mut self, o: Observation) -> u32 {
             self.obs.push(o);
-            self.obs.retain(|o| o.at > self.now - 900.0);
+            let keep = history_seconds(self.cfg.scale_down_delay);
+            self.obs.retain(|o| o.at > self.now - keep);
             let r = decide(&PolicyInput {
                 config: self.cfg.clone(),
                 observations: self.obs.clone(),
@@ -1026,6 +1046,32 @@ mod tests {
     }
 
     #[test]
+    fn sparse_traffic_is_not_a_pause() {
+        let mut f = settled(3.0);
+        let before = f.replicas;
+        // A request every ten seconds or so: every other 5 s window sees nothing at all.
+        let mut changed_at = None;
+        for i in 1..=120 {
+            f.now += 5.0;
+            let mut o = f.observation(0.2);
+            if i % 2 == 0 {
+                (o.completed_rate, o.concurrency, o.p95, o.mean_latency) = (0.0, None, None, None);
+                (o.request_latency_mean, o.in_flight, o.queued) = (None, 0.0, 0.0);
+            }
+            if f.push(o) < before {
+                changed_at = Some(i * 5);
+                break;
+            }
+        }
+        let t = changed_at.expect("never scaled down");
+        assert!(
+            (300..=400).contains(&t),
+            "scaled down after {t}s: {}",
+            f.reason()
+        );
+    }
+
+    #[test]
     fn missing_metrics_hold_and_say_so() {
         let mut f = settled(3.0);
         let n = f.replicas;
@@ -1098,13 +1144,20 @@ mod tests {
     #[test]
     fn noisy_steady_load_does_not_flap() {
         let mut f = settled(4.0);
-        let start = f.decisions.len();
-        for i in 0..1440 {
-            // Rate ±25 % and p95 ±15 % window to window, as 5 s windows at a few req/s give.
+        // Rate ±25 % and p95 ±15 % window to window, as 5 s windows at a few req/s give: an
+        // hour of it to measure the dispersion, then two hours counted.
+        let noisy = |f: &mut Fleet, i: u64| {
             f.now += 5.0;
             let mut o = f.observation(4.0 * noise(i, 0.25));
             o.p95 = o.p95.map(|p| p * noise(i + 7919, 0.15));
             f.push(o);
+        };
+        for i in 0..720 {
+            noisy(&mut f, i + 5_000_000);
+        }
+        let start = f.decisions.len();
+        for i in 0..1440 {
+            noisy(&mut f, i);
         }
         let changes = &f.decisions[start..];
         // A slow correction of the estimate is allowed; a change undone within the scale-down
