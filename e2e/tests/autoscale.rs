@@ -1,7 +1,7 @@
 //! e2e: the latency autoscaler with real runtime pods on the local control plane.
 //!
 //! One ModelService with `spec.scaling` (1 to 2 replicas, one CPU thread each, p95 latency
-//! objective 4 s, scale-down delay 20 s) gets an open-loop load of 64-token completions at 1.4
+//! objective 4 s, scale-down delay 20 s) gets an open-loop load of 64-token completions at 1.25
 //! times what one replica completes one after another. One replica cannot keep up (its queue
 //! grows without bound), two can. The test checks that the operator scales up and says why, that
 //! the p95 it observes (and the one the client measures) comes back under the objective, and that
@@ -37,8 +37,11 @@ const IDLE_HOLD: u32 = 3;
 /// A prompt SmolLM2 continues for all of `max_tokens` (some prompts end at once with EOS).
 const PROMPT: &str = "Once upon a time, in a small village by the sea, there lived";
 const MAX_TOKENS: u32 = 64;
-/// Offered load, in multiples of what one replica completes one request after another.
-const OVERLOAD: f64 = 1.4;
+/// Offered load, in multiples of what one replica completes one request after another: one
+/// replica falls behind, two run at about 60 % each, which leaves room for the two cores this
+/// machine shares with the control plane and the load generator (at 1.4 one CI run in about
+/// eight saw the two replicas' p95 at 6.9 s).
+const OVERLOAD: f64 = 1.25;
 
 fn autoscaled_spec() -> serde_json::Value {
     serde_json::json!({
