@@ -483,8 +483,7 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         );
     };
 
-    let target = objective;
-    let (l_star, fitted) = model.capacity(target, f64::from(cfg.max_concurrency));
+    let (l_star, fitted) = model.capacity(objective, f64::from(cfg.max_concurrency));
     // Good news is believed slowly: a fit that says each replica serves more (the latencies of
     // a load step lag behind its concurrency) raises the capacity by at most `CAPACITY_RISE` a
     // minute; a lower one counts at once.
@@ -503,9 +502,10 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         "capacity ≈{} req/s per replica at the objective ({l_star:.1} requests each)",
         rate(capacity)
     );
-    // A step up shows as two consecutive windows above the average while requests queue or the
-    // p95 nears the objective: size for it at once instead of waiting for the average to catch up.
-    let pressured = latest.queued > 0.0 && latest.p95.is_some_and(|p| p > target);
+    // A step up shows as two consecutive windows above the average while requests queue and the
+    // p95 passes the objective: size for it at once instead of waiting for the average to catch
+    // up.
+    let pressured = latest.queued > 0.0 && latest.p95.is_some_and(|p| p > objective);
     let last_two = arrivals
         .iter()
         .rev()
@@ -527,8 +527,9 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // the dispersion of the arrivals over the last `SPREAD_SPAN` (long, so that a calm stretch
     // between bursts does not make the fleet forget them): the squared deviations of the 10 s
     // rate from the minute's mean over what Poisson arrivals at that mean would give (about 0.8
-    // for Poisson, as the 10 s rate is part of the minute; far more for bursts). The allowance then scales with the rate now: a stream
-    // that was busy and is quiet is not sized for the noise of its busy hours.
+    // for Poisson, as the 10 s rate is part of the minute; far more for bursts). The allowance
+    // then scales with the rate now: a stream that was busy and is quiet is not sized for the
+    // noise of its busy hours.
     let dispersion = {
         let (mut dev2, mut poisson, mut n) = (0.0, 0.0, 0);
         for (t, _) in arrivals
@@ -555,10 +556,9 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     let size_at = |t: f64| mean_between(t - SIZE_SPAN, t).map(|r| r + SPREAD_Z * spread_at(r));
     let sized = size_at(input.now).unwrap_or(lambda_now) + growth + backlog_drain;
     // Scale up when the sizing rate or the short-term demand (a step, a queue) needs more; the
-    // short-term demand alone never lowers the count.
-    // A dead band around the count: the sizing rate must pass it by `DEAD_BAND` to add
-    // replicas, and then adds enough for `DEAD_BAND` more, so that a slowly drifting estimate
-    // moves the count in a few steps instead of one replica at a time.
+    // short-term demand alone never lowers the count. The sizing rate has a dead band: it must
+    // pass the count by `DEAD_BAND` to add replicas, and then adds enough for `DEAD_BAND` more,
+    // so that a slowly drifting estimate moves the count in a few steps, not one at a time.
     let short_term = needed_for(demand, capacity, 0.0);
     let mut want = clamp(needed_for(sized, capacity, 0.0).max(short_term));
     if want > current {
