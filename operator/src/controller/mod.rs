@@ -286,14 +286,15 @@ async fn reconcile_inner(
         }
         return Err(e);
     }
-    observed.progress = observe::progress(&ctx.http, &observed.pods).await;
     let known = ms
         .status
         .as_ref()
         .and_then(|s| s.model.as_ref())
         .is_some_and(|m| m.quantization.is_some());
+    let (progress, model) = observe::scrape_runtimes(&ctx.http, &observed.pods, !known).await;
+    observed.progress = progress;
     if !known {
-        observed.model = observe::model_info(&ctx.http, &observed.pods).await;
+        observed.model = model;
     }
 
     // Status.

@@ -131,45 +131,45 @@ fn gauge(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// Scrapes the cold-start progress of every running, not yet ready runtime pod. A pod that does
-/// not answer is left out (its phase is then taken from the pod status), never counted as zero.
-pub async fn progress(http: &reqwest::Client, pods: &[Pod]) -> Vec<RuntimeProgress> {
-    let loading = pods
-        .iter()
-        // A terminating pod is draining, not loading.
-        .filter(|p| is_running(p) && !is_ready(p) && p.metadata.deletion_timestamp.is_none())
-        .filter_map(metrics_url);
-    let scrapes = loading.map(|(pod, url)| async move {
-        let text = fetch_text(http, &url).await?;
-        Some(parse_progress(pod, &text))
+/// Scrapes each running runtime pod this reconcile needs, once: the loading ones (running, not
+/// yet ready, not terminating) for their cold-start progress, and, while the model's header is
+/// not known (`with_model`), every running one for it. Returns the loading pods' progress (a pod
+/// that does not answer is left out, its phase then taken from the pod status, never counted as
+/// zero) and the model information of the first pod, in pod order, that has read the header.
+pub async fn scrape_runtimes(
+    http: &reqwest::Client,
+    pods: &[Pod],
+    with_model: bool,
+) -> (Vec<RuntimeProgress>, Option<modelfleet_crds::ModelInfo>) {
+    let targets = pods.iter().filter(|p| is_running(p)).filter_map(|p| {
+        let loading = !is_ready(p) && p.metadata.deletion_timestamp.is_none();
+        (loading || with_model)
+            .then(|| metrics_url(p))
+            .flatten()
+            .map(|(pod, url)| (pod, url, loading))
     });
-    futures::future::join_all(scrapes)
+    let scrapes = targets.map(|(pod, url, loading)| async move {
+        let text = fetch_text(http, &url).await?;
+        Some((pod, loading, text))
+    });
+    let answers: Vec<_> = futures::future::join_all(scrapes)
         .await
         .into_iter()
         .flatten()
-        .collect()
-}
-
-/// Asks the running replicas, one after the other, what the weights' header says; the first that
-/// has verified the weights answers.
-pub async fn model_info(
-    http: &reqwest::Client,
-    pods: &[Pod],
-) -> Option<modelfleet_crds::ModelInfo> {
-    for (_, url) in pods
+        .collect();
+    let progress = answers
         .iter()
-        .filter(|p| is_running(p))
-        .filter_map(metrics_url)
-    {
-        if let Some(info) = fetch_text(http, &url)
-            .await
-            .as_deref()
-            .and_then(parse_model_info)
-        {
-            return Some(info);
-        }
-    }
-    None
+        .filter(|(_, loading, _)| *loading)
+        .map(|(pod, _, text)| parse_progress(pod.clone(), text))
+        .collect();
+    let model = with_model
+        .then(|| {
+            answers
+                .iter()
+                .find_map(|(_, _, text)| parse_model_info(text))
+        })
+        .flatten();
+    (progress, model)
 }
 
 /// Reads `modelfleet_runtime_model_info{architecture=..,quantization=..} 1` and the model gauges.
