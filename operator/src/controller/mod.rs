@@ -18,7 +18,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -88,7 +88,14 @@ pub struct Context {
     started: Instant,
     /// When each ModelService's status was last written (by uid), to pace progress updates.
     status_writes: Mutex<HashMap<String, Instant>>,
+    /// The `Ready` and `Stalled` (status, reason) this process last announced or saw, by uid:
+    /// a reconcile right after a status patch may see a cached object without it, and must not
+    /// announce the same transition again.
+    announced: Mutex<HashMap<String, (Instant, Announced)>>,
 }
+
+/// (status, reason) per condition type.
+type Announced = HashMap<&'static str, (String, String)>;
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +129,7 @@ impl Context {
             autoscalers: Mutex::default(),
             started: Instant::now(),
             status_writes: Mutex::default(),
+            announced: Mutex::default(),
         })
     }
 }
@@ -378,7 +386,7 @@ async fn reconcile_inner(
             .await;
         }
     }
-    publish_transitions(ctx, ms, ms.status.as_ref(), &new_status).await;
+    publish_transitions(ctx, ms, &uid, &new_status).await;
     let progress_only = ms
         .status
         .as_ref()
@@ -619,25 +627,56 @@ fn is_true(s: &ModelServiceStatus, type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// The `Ready` and `Stalled` conditions of `new` to announce: those whose status or reason
+/// differs from what was last announced, or, where nothing was, from the old status. Stalled
+/// going False is implied by Ready's own event. Records `new` in `announced`.
+fn transitions<'a>(
+    old: Option<&ModelServiceStatus>,
+    new: &'a ModelServiceStatus,
+    announced: &mut Announced,
+) -> Vec<(&'static str, &'a Condition)> {
+    let mut out = Vec::new();
+    for type_ in [conditions::READY, conditions::STALLED] {
+        let Some(after) = new.conditions.iter().find(|c| c.type_ == type_) else {
+            continue;
+        };
+        let now = (after.status.clone(), after.reason.clone());
+        let before = announced.insert(type_, now.clone()).or_else(|| {
+            old.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        });
+        if before.as_ref() == Some(&now)
+            || (type_ == conditions::STALLED && after.status == "False")
+        {
+            continue;
+        }
+        out.push((type_, after));
+    }
+    out
+}
+
 /// An Event for each change of `Ready` or `Stalled`, with the condition's reason and message.
 async fn publish_transitions(
     ctx: &Context,
     ms: &ModelService,
-    old: Option<&ModelServiceStatus>,
+    uid: &str,
     new: &ModelServiceStatus,
 ) {
-    for type_ in [conditions::READY, conditions::STALLED] {
-        let before = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
-        let Some(after) = new.conditions.iter().find(|c| c.type_ == type_) else {
-            continue;
+    let changed = {
+        let Ok(mut map) = ctx.announced.lock() else {
+            return;
         };
-        if before.is_some_and(|b| b.status == after.status && b.reason == after.reason) {
-            continue;
-        }
-        // Stalled going False is implied by Ready's own event.
-        if type_ == conditions::STALLED && after.status == "False" {
-            continue;
-        }
+        map.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(3600));
+        let (seen, announced) = map
+            .entry(uid.to_owned())
+            .or_insert_with(|| (Instant::now(), Announced::new()));
+        *seen = Instant::now();
+        transitions(ms.status.as_ref(), new, announced)
+            .into_iter()
+            .map(|(t, c)| (t, c.clone()))
+            .collect::<Vec<_>>()
+    };
+    for (type_, after) in changed {
         let warning = (type_ == conditions::STALLED && after.status == "True")
             || (type_ == conditions::READY
                 && after.status == "False"
@@ -725,7 +764,49 @@ fn error_policy(ms: Arc<ModelService>, error: &Error, ctx: Arc<Context>) -> Acti
 
 #[cfg(test)]
 mod tests {
-    use super::scaling_note;
+    use super::{
+        Announced, ModelServiceStatus, conditions, reasons, scaling_note, status, transitions,
+    };
+
+    fn with(conds: &[(&str, bool, &str)]) -> ModelServiceStatus {
+        ModelServiceStatus {
+            conditions: conds
+                .iter()
+                .map(|(t, ok, r)| status::condition(t, *ok, r, ""))
+                .collect(),
+            ..ModelServiceStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_transition_is_announced_once_even_when_the_cache_is_stale() {
+        let loading = with(&[
+            (conditions::READY, false, reasons::LOADING),
+            (conditions::STALLED, false, reasons::LOADING),
+        ]);
+        let ready = with(&[
+            (conditions::READY, true, reasons::AVAILABLE),
+            (conditions::STALLED, false, reasons::AVAILABLE),
+        ]);
+        let mut announced = Announced::new();
+        let first = transitions(Some(&loading), &ready, &mut announced);
+        assert_eq!(
+            first
+                .iter()
+                .map(|(t, c)| (*t, c.reason.as_str()))
+                .collect::<Vec<_>>(),
+            [(conditions::READY, reasons::AVAILABLE)]
+        );
+        // The next reconcile sees a cached object from before the patch: nothing new.
+        assert!(transitions(Some(&loading), &ready, &mut announced).is_empty());
+        // A real change is announced, with a fresh memory (after a restart) from the status.
+        let stalled = with(&[
+            (conditions::READY, false, reasons::RUNTIME_FAILED),
+            (conditions::STALLED, true, reasons::RUNTIME_FAILED),
+        ]);
+        assert_eq!(transitions(Some(&ready), &stalled, &mut announced).len(), 2);
+        assert!(transitions(Some(&stalled), &stalled, &mut Announced::new()).is_empty());
+    }
 
     #[test]
     fn a_scaling_note_says_both_counts_and_fits_the_api() {
