@@ -1,7 +1,8 @@
 # The autoscaling benchmark (issue 6): included by the root Makefile.
 #
 # Every policy (modelfleet, hpa, kpa, apa, kubeai) on the same request streams: the Azure
-# conversation trace and five synthetic workloads, 3 seeds, cold starts of 10 s, 30 s and 90 s.
+# conversation trace and five synthetic workloads, 3 seeds, cold starts of 10 s, 30 s and 90 s;
+# then, as a reference, the smallest fixed fleet that meets the goal knowing the whole run.
 # Release mode: a few minutes on 2 cores, most of it the first build.
 
 SIM_TRACE := sim/traces/azure-llm-inference-2023-conv.csv
@@ -11,4 +12,4 @@ SIM_JSON := target/bench/autoscale.json
 bench-autoscale: ## Simulate our autoscaler and HPA/KPA/APA/KubeAI on trace and synthetic load; table + target/bench/autoscale.json
 	@mkdir -p target/bench
 	$(CARGO) run --release --quiet -p modelfleet-sim -- \
-	  --trace $(SIM_TRACE) --json $(SIM_JSON) --seeds 3 --cold-start 10s,30s,90s --threads 2
+	  --trace $(SIM_TRACE) --json $(SIM_JSON) --seeds 3 --cold-start 10s,30s,90s --threads 2 --fixed-reference

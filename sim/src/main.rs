@@ -82,6 +82,11 @@ struct Args {
     /// Threads running simulations.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Also run fixed fleets of every even size up to `--max-replicas` on the same requests, and
+    /// print for each workload and cold start the smallest that meets the goal: what a count
+    /// chosen knowing the whole run achieves (a fixed fleet does not depend on the cold start).
+    #[arg(long)]
+    fixed_reference: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -149,6 +154,8 @@ struct Job {
     requests: std::sync::Arc<Vec<Request>>,
     end: f64,
     initial: u32,
+    /// A fixed fleet of this many replicas, for the hindsight reference.
+    fixed: Option<u32>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -222,6 +229,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         requests: reqs.clone(),
                         end,
                         initial,
+                        fixed: None,
                     });
                 }
             }
@@ -246,31 +254,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         jobs.len(),
         args.threads
     );
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<(usize, RunResult)>> = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..args.threads.max(1) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(job) = jobs.get(i) else { break };
-                    let cfg = RunConfig {
-                        cold_start: job.cold,
-                        initial_replicas: job.initial,
-                        ..base.clone()
-                    };
-                    let r = modelfleet_sim::run(&cfg, &job.requests, job.end, job.policy);
-                    if let Ok(mut v) = results.lock() {
-                        v.push((i, r));
-                    }
-                }
-            });
-        }
-    });
-    let mut results = results
-        .into_inner()
-        .map_err(|_| "a simulation thread panicked")?;
-    results.sort_by_key(|(i, _)| *i);
+    let results = run_all(&jobs, &base, args.threads)?;
 
     // Group by (workload, cold start, policy), in job order.
     let mut rows: Vec<Row> = Vec::new();
@@ -317,6 +301,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     print_table(&rows, args.objective.as_secs_f64());
+    if args.fixed_reference {
+        print_fixed_reference(&rows, &jobs, &base, args.max_replicas, args.threads)?;
+    }
     let out = Output {
         objective_seconds: args.objective.as_secs_f64(),
         metric: match args.metric {
@@ -340,10 +327,142 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// replica-seconds, or ≤ 0.5× its violation-seconds at no more replica-seconds. The best peer is
 /// the one with the highest attainment (fewest replica-seconds on a tie).
 fn verdict(ours: &Row, best: &Row) -> bool {
-    (ours.slo_attainment >= best.slo_attainment
-        && ours.replica_seconds <= 0.8 * best.replica_seconds)
-        || (ours.violation_seconds <= 0.5 * best.violation_seconds
-            && ours.replica_seconds <= best.replica_seconds)
+    meets(
+        ours.slo_attainment,
+        ours.violation_seconds,
+        ours.replica_seconds,
+        best,
+    )
+}
+
+/// The peer with the highest attainment (fewest replica-seconds on a tie) among `group`.
+fn best_peer<'a>(group: impl Iterator<Item = &'a Row>) -> Option<&'a Row> {
+    group.filter(|r| r.policy != "modelfleet").max_by(|a, b| {
+        a.slo_attainment
+            .total_cmp(&b.slo_attainment)
+            .then(b.replica_seconds.total_cmp(&a.replica_seconds))
+    })
+}
+
+fn meets(attainment: f64, violation_seconds: f64, replica_seconds: f64, best: &Row) -> bool {
+    (attainment >= best.slo_attainment && replica_seconds <= 0.8 * best.replica_seconds)
+        || (violation_seconds <= 0.5 * best.violation_seconds
+            && replica_seconds <= best.replica_seconds)
+}
+
+/// Runs the jobs on `threads` threads; results in job order.
+fn run_all(
+    jobs: &[Job],
+    base: &RunConfig,
+    threads: usize,
+) -> Result<Vec<(usize, RunResult)>, Box<dyn std::error::Error>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<(usize, RunResult)>> = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let cfg = RunConfig {
+                        cold_start: job.cold,
+                        initial_replicas: job.initial,
+                        min_replicas: job.fixed.unwrap_or(base.min_replicas),
+                        max_replicas: job.fixed.unwrap_or(base.max_replicas),
+                        ..base.clone()
+                    };
+                    let r = modelfleet_sim::run(&cfg, &job.requests, job.end, job.policy);
+                    if let Ok(mut v) = results.lock() {
+                        v.push((i, r));
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results
+        .into_inner()
+        .map_err(|_| "a simulation thread panicked")?;
+    results.sort_by_key(|(i, _)| *i);
+    Ok(results)
+}
+
+/// Runs fixed fleets of every even size up to `max` on the requests of the first cold start's
+/// jobs and prints, per workload and cold start, the smallest whose medians over the seeds meet
+/// the goal against the best peer of `rows`.
+fn print_fixed_reference(
+    rows: &[Row],
+    jobs: &[Job],
+    base: &RunConfig,
+    max: u32,
+    threads: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(first_cold) = jobs.first().map(|j| j.cold) else {
+        return Ok(());
+    };
+    let sizes: Vec<u32> = (2..=max.max(2)).step_by(2).collect();
+    // The fleet never changes, so the policy asked does not matter: the cheapest one.
+    let streams = jobs
+        .iter()
+        .filter(|j| j.cold == first_cold && j.policy == PolicyKind::Modelfleet);
+    let fixed: Vec<Job> = streams
+        .flat_map(|j| {
+            sizes.iter().map(|&n| Job {
+                workload: j.workload.clone(),
+                cold: j.cold,
+                policy: PolicyKind::Hpa,
+                requests: j.requests.clone(),
+                end: j.end,
+                initial: n,
+                fixed: Some(n),
+            })
+        })
+        .collect();
+    let results = run_all(&fixed, base, threads)?;
+    let median = |v: Vec<f64>| Spread::of(&v).map_or(0.0, |s| s.median);
+    println!(
+        "fixed fleet in hindsight (one count for the whole run, chosen knowing it): the smallest even count meeting the goal"
+    );
+    println!(
+        "{:<9} {:>5} {:>8} {:>8} {:>8} {:>10} {:>13}",
+        "workload", "cold", "replicas", "attain%", "viol_s", "replica_s", "x best peer"
+    );
+    for ours in rows.iter().filter(|r| r.policy == "modelfleet") {
+        let Some(best) = best_peer(rows.iter().filter(|r| {
+            r.workload == ours.workload && r.cold_start_seconds == ours.cold_start_seconds
+        })) else {
+            continue;
+        };
+        let found = sizes.iter().find_map(|&n| {
+            let runs: Vec<&RunResult> = results
+                .iter()
+                .filter(|(i, _)| fixed[*i].workload == best.workload && fixed[*i].fixed == Some(n))
+                .map(|(_, r)| r)
+                .collect();
+            let (a, v, r) = (
+                median(runs.iter().map(|r| r.slo_attainment).collect()),
+                median(runs.iter().map(|r| r.violation_seconds).collect()),
+                median(runs.iter().map(|r| r.replica_seconds).collect()),
+            );
+            meets(a, v, r, best).then_some((n, a, v, r))
+        });
+        match found {
+            Some((n, a, v, r)) => println!(
+                "{:<9} {:>5.0} {:>8} {:>8.2} {:>8.0} {:>10.0} {:>13.2}",
+                best.workload,
+                best.cold_start_seconds,
+                n,
+                a * 100.0,
+                v,
+                r,
+                r / best.replica_seconds.max(1e-9)
+            ),
+            None => println!(
+                "{:<9} {:>5.0} {:>8}  (no even count up to {max} meets it)",
+                best.workload, best.cold_start_seconds, "-"
+            ),
+        }
+    }
+    Ok(())
 }
 
 fn print_table(rows: &[Row], objective: f64) {
@@ -377,14 +496,7 @@ fn print_table(rows: &[Row], objective: f64) {
             );
         }
         let ours = group.iter().find(|r| r.policy == "modelfleet");
-        let best = group
-            .iter()
-            .filter(|r| r.policy != "modelfleet")
-            .max_by(|a, b| {
-                a.slo_attainment
-                    .total_cmp(&b.slo_attainment)
-                    .then(b.replica_seconds.total_cmp(&a.replica_seconds))
-            });
+        let best = best_peer(group.iter().copied());
         if let (Some(o), Some(b)) = (ours, best) {
             println!(
                 "  -> best peer {}: modelfleet attainment {:+.2} pts, replica-s x{:.2}, violation-s x{:.2}: goal {}",

@@ -131,3 +131,27 @@ fn modelfleet_scales_up_on_a_step() {
         .any(|(t, _)| (600.0..700.0).contains(t));
     assert!(up, "{:?}", r.scale_events);
 }
+
+#[test]
+fn a_fleet_with_equal_bounds_never_changes() {
+    // What `--fixed-reference` relies on: with min = max = n every policy runs n replicas
+    // throughout, so the count, not the policy, decides the figures.
+    let pairs = vec![(300, 60), (800, 150), (100, 20)];
+    let reqs = Synthetic::Step.generate(&pairs, 1.5, 300.0, 900.0, 3);
+    let fixed = RunConfig {
+        min_replicas: 7,
+        max_replicas: 7,
+        initial_replicas: 7,
+        ..config(30.0)
+    };
+    let runs: Vec<_> = PolicyKind::ALL
+        .iter()
+        .map(|p| modelfleet_sim::run(&fixed, &reqs, 1200.0, *p))
+        .collect();
+    for r in &runs {
+        assert!(r.scale_events.is_empty(), "{:?}", r.scale_events);
+        // 7 replicas over the 900 s after the warm-up.
+        assert!((r.replica_seconds - 7.0 * 900.0).abs() < 1.0, "{r:?}");
+        assert_eq!(r.slo_attainment, runs[0].slo_attainment);
+    }
+}
