@@ -13,3 +13,9 @@ bench-autoscale: ## Simulate our autoscaler and HPA/KPA/APA/KubeAI on trace and 
 	@mkdir -p target/bench
 	$(CARGO) run --release --quiet -p modelfleet-sim -- \
 	  --trace $(SIM_TRACE) --json $(SIM_JSON) --seeds 3 --cold-start 10s,30s,90s --threads 2 --fixed-reference
+
+.PHONY: bench-autoscale-long
+bench-autoscale-long: ## The synthetic workloads over 4 h (cold start 30 s): shows what the 1 h runs hide, such as a slow drift of the fleet
+	@mkdir -p target/bench
+	$(CARGO) run --release --quiet -p modelfleet-sim -- \
+	  --trace $(SIM_TRACE) --json target/bench/autoscale-long.json --seeds 3 --cold-start 30s --duration 14400 --threads 2
