@@ -31,10 +31,10 @@
 //!    5 % dead band, and then adds 5 % more; the demand of the last 20 s (a step, a queue)
 //!    scales up without the band. Scale-down waits until every window of the last
 //!    `scale_down_delay` asked for fewer replicas (with a 10 % hysteresis margin), goes to the
-//!    count that nine in ten of those windows asked for at most, and takes one step per delay. When traffic stops altogether (no
-//!    request for at least a minute), replicas are kept for three delays after the last
-//!    request: a pause is often followed by the same load, and a cold start then fails every
-//!    request for its whole length.
+//!    count that nine in ten of those windows asked for at most, and takes one step per delay.
+//!    When traffic stops altogether (no request for at least a minute), replicas are kept for
+//!    three delays after the last request: a pause is often followed by the same load, and a
+//!    cold start then fails every request for its whole length.
 //! 5. Without fresh metrics from any ready replica the policy holds and says so
 //!    (`metrics_missing`), which the operator reports as the `MetricsUnavailable` condition.
 //!
@@ -69,8 +69,9 @@ const TREND_HORIZON: f64 = 30.0;
 /// Extra margin a scale-down must clear, so that load hovering at a replica boundary does not
 /// flap.
 const HYSTERESIS: f64 = 0.1;
-/// Share of the windows of the scale-down delay whose asks a scale-down goes to: a peak of
-/// the minute's rate that lasted under a tenth of the delay does not set the fleet's size.
+/// Share of the windows of the scale-down delay whose asks a scale-down goes to: the highest
+/// tenth of the minute's rates in the delay does not set the fleet's size (with 5 s windows,
+/// a delay of 25 s or less has at most six asks, and the count is their largest).
 const DOWN_QUANTILE: f64 = 0.9;
 /// Seconds of recent windows averaged for the arrival rate: long enough that Poisson noise of one
 /// 5 s window (±20 % at 5 req/s) does not trigger scale-ups, short enough to follow a step in
@@ -205,12 +206,17 @@ pub struct LatencyModel {
     /// Seconds the mean grows per extra request per replica.
     pub mean_slope: f64,
     /// Requests per second per replica the last decision used (0 before any): a higher estimate
-    /// is believed only gradually (`CAPACITY_RISE`).
+    /// is believed only gradually (`CAPACITY_RISE`), a lower one once a window misses the
+    /// objective (`MISS_SPAN`).
     #[serde(default)]
     pub capacity: f64,
     /// When `capacity` was used, seconds on the caller's clock.
     #[serde(default)]
     pub capacity_at: f64,
+    /// The objective (seconds) and batch limit `capacity` was estimated for: when either
+    /// changes, the estimate starts afresh.
+    #[serde(default)]
+    pub capacity_for: (f64, u32),
 }
 
 type Model = LatencyModel;
@@ -447,6 +453,7 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
             mean_slope: mb,
             capacity: prior.map_or(0.0, |p| p.capacity),
             capacity_at: prior.map_or(0.0, |p| p.capacity_at),
+            capacity_for: prior.map_or((0.0, 0), |p| p.capacity_for),
         })
         // Idle for a while: what was learned before still holds.
         .or(prior);
@@ -510,11 +517,14 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // and more latency, so the less loaded the replicas, the steeper the fitted slope. Believed
     // at once, the estimate followed the fleet down and the fleet grew with it: 1.9x HPA's
     // replica-seconds after 4 h of steady load at no gain in attainment (1.2x with this rule).
+    // At a handful of requests per window, one long request is a miss: the rule then falls
+    // back to believing at once, the side of more replicas.
     let missed = obs
         .iter()
         .filter(|o| o.at > input.now - MISS_SPAN)
         .any(|o| o.p95.is_some_and(|p| p > objective));
-    let capacity = if model.capacity > 0.0 {
+    let sized_for = (objective, cfg.max_concurrency);
+    let capacity = if model.capacity > 0.0 && model.capacity_for == sized_for {
         let minutes = ((input.now - model.capacity_at) / 60.0).max(0.0);
         let believed = fitted.min(model.capacity * (1.0 + CAPACITY_RISE * minutes));
         if missed {
@@ -528,6 +538,7 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     let model = Model {
         capacity,
         capacity_at: input.now,
+        capacity_for: sized_for,
         ..model
     };
     let explain_capacity = format!(
@@ -729,9 +740,9 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // The rate averaged as for scale-up, at each window of the delay: single 5 s windows are
     // too noisy (±20 % at 5 req/s) and their maximum would never let the count down. Once
     // every window asks for fewer, the count goes to what `DOWN_QUANTILE` of them asked for:
-    // the highest tenth is often one spike of the minute's rate, and sizing the fleet for it
-    // for another whole delay cost 4-10 % more replica-seconds than HPA on the trace, at no
-    // gain in attainment (`make bench-autoscale`).
+    // the highest tenth of the minute's rates is where spikes overlap, and sizing the fleet
+    // for it for another whole delay cost 4-10 % more replica-seconds than HPA on the trace,
+    // at no gain in attainment (`make bench-autoscale`).
     let asks = arrivals
         .iter()
         .filter(|(t, _)| *t >= since)
@@ -1045,6 +1056,21 @@ mod tests {
         ));
         let used = decide(&input(missed, model)).capacity_per_replica.unwrap();
         assert!(used < fitted * 2.0, "{used} vs {}", fitted * 2.0);
+        assert!(
+            (used - fresh.capacity_per_replica.unwrap()).abs() < 1e-9,
+            "{used} vs {fresh:?}"
+        );
+        // A new batch limit (or objective) starts the estimate afresh, missed or not.
+        let mut stricter = input(f.obs.clone(), model);
+        stricter.config.max_concurrency = 2;
+        let fresh = decide(&PolicyInput {
+            model: Some(Model {
+                capacity: 0.0,
+                ..model
+            }),
+            ..stricter.clone()
+        });
+        let used = decide(&stricter).capacity_per_replica.unwrap();
         assert!(
             (used - fresh.capacity_per_replica.unwrap()).abs() < 1e-9,
             "{used} vs {fresh:?}"

@@ -805,6 +805,10 @@ mod tests {
             (conditions::STALLED, true, reasons::RUNTIME_FAILED),
         ]);
         assert_eq!(transitions(Some(&ready), &stalled, &mut announced).len(), 2);
+        assert_eq!(
+            transitions(Some(&ready), &stalled, &mut Announced::new()).len(),
+            2
+        );
         assert!(transitions(Some(&stalled), &stalled, &mut Announced::new()).is_empty());
     }
 
