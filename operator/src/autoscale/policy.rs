@@ -883,6 +883,20 @@ mod tests {
                 .map(|r| r.reason.clone())
                 .unwrap_or_default()
         }
+
+        /// Seconds until the count falls below what it is now, `next` pushing one 5 s window
+        /// at a time, for at most `windows` windows.
+        fn seconds_until_fewer(
+            &mut self,
+            windows: u32,
+            mut next: impl FnMut(&mut Self, u32) -> u32,
+        ) -> u32 {
+            let before = self.replicas;
+            (1..=windows)
+                .find(|&i| next(self, i) < before)
+                .map(|i| i * 5)
+                .unwrap_or_else(|| panic!("never scaled down: {}", self.reason()))
+        }
     }
 
     /// A deterministic pseudo-random factor in [1 − spread, 1 + spread].
@@ -950,15 +964,7 @@ mod tests {
     #[test]
     fn a_drop_scales_down_only_after_the_delay() {
         let mut f = settled(3.0);
-        let before = f.replicas;
-        let mut changed_at = None;
-        for i in 1..=120 {
-            if f.step(1.0) < before {
-                changed_at = Some(i * 5);
-                break;
-            }
-        }
-        let t = changed_at.expect("never scaled down");
+        let t = f.seconds_until_fewer(120, |f, _| f.step(1.0));
         assert!(
             (300..=330).contains(&t),
             "scaled down after {t}s: {}",
@@ -1128,16 +1134,8 @@ mod tests {
         for _ in 0..12 {
             assert!(f.step(3.0) >= before, "{}", f.reason());
         }
-        let before = f.replicas;
         // A pause that lasts: one scale-down to the minimum after three delays.
-        let mut changed_at = None;
-        for i in 1..=360 {
-            if idle(&mut f) < before {
-                changed_at = Some(i * 5);
-                break;
-            }
-        }
-        let t = changed_at.expect("never scaled down");
+        let t = f.seconds_until_fewer(360, |f, _| idle(f));
         assert!(
             (900..=930).contains(&t),
             "scaled down after {t}s: {}",
@@ -1149,22 +1147,16 @@ mod tests {
     #[test]
     fn sparse_traffic_is_not_a_pause() {
         let mut f = settled(3.0);
-        let before = f.replicas;
         // A request every ten seconds or so: every other 5 s window sees nothing at all.
-        let mut changed_at = None;
-        for i in 1..=120 {
+        let t = f.seconds_until_fewer(120, |f, i| {
             f.now += 5.0;
             let mut o = f.observation(0.2);
             if i % 2 == 0 {
                 (o.completed_rate, o.concurrency, o.p95, o.mean_latency) = (0.0, None, None, None);
                 (o.request_latency_mean, o.in_flight, o.queued) = (None, 0.0, 0.0);
             }
-            if f.push(o) < before {
-                changed_at = Some(i * 5);
-                break;
-            }
-        }
-        let t = changed_at.expect("never scaled down");
+            f.push(o)
+        });
         assert!(
             (300..=400).contains(&t),
             "scaled down after {t}s: {}",
