@@ -34,7 +34,9 @@
 //!    count that nine in ten of those windows asked for at most, and takes one step per delay.
 //!    When traffic stops altogether (no request for at least a minute), replicas are kept for
 //!    three delays after the last request: a pause is often followed by the same load, and a
-//!    cold start then fails every request for its whole length.
+//!    cold start then fails every request for its whole length. An operator that restarted
+//!    during a pause has neither the last request nor a latency model: it scales down to the
+//!    minimum once its own history has been idle for three delays.
 //! 5. Without fresh metrics from any ready replica the policy holds and says so
 //!    (`metrics_missing`), which the operator reports as the `MetricsUnavailable` condition.
 //!
@@ -484,6 +486,7 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         None => format!("no request finished at {} req/s", rate(lambda_now)),
     };
 
+    let idle = |o: &Observation| arrival(o) == 0.0 && o.in_flight == 0.0 && o.queued == 0.0;
     let Some(model) = model else {
         // Nothing measured yet: size for 70 % of the batch slots, the utilization KPA and most
         // serving stacks default to, from the requests in the replicas now.
@@ -498,6 +501,22 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
                 ),
                 metrics_missing: false,
                 arrival_rate: Some(lambda_now),
+                capacity_per_replica: None,
+                model: None,
+            };
+        }
+        // No request since the first window kept, for as long as a pause is held (the operator
+        // restarted during a pause and lost what it had learned): nothing to size for.
+        let first = obs.first().map_or(input.now, |o| o.at);
+        if current > min && obs.iter().all(|o| idle(o)) && input.now - first >= IDLE_HOLD * delay {
+            return Recommendation {
+                desired: min,
+                reason: format!(
+                    "no requests for at least {} ({IDLE_HOLD:.0}× the scale-down delay) and no latency measured: scaling down to the minimum",
+                    secs(input.now - first)
+                ),
+                metrics_missing: false,
+                arrival_rate: Some(0.0),
                 capacity_per_replica: None,
                 model: None,
             };
@@ -676,7 +695,6 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // duration: replicas are kept for `IDLE_HOLD` scale-down delays after the last request.
     // A pause within the delay counts toward a scale-down only once it lasted that long; gaps
     // shorter than `SIZE_SPAN` are sparse traffic, not a pause.
-    let idle = |o: &Observation| arrival(o) == 0.0 && o.in_flight == 0.0 && o.queued == 0.0;
     // Idle runs as (last busy window before, first busy window after or now, last idle window).
     let mut runs: Vec<(Option<f64>, f64, f64)> = Vec::new();
     let mut last_busy: Option<f64> = None;
@@ -1142,6 +1160,31 @@ mod tests {
             f.reason()
         );
         assert_eq!(f.replicas, 1, "{}", f.reason());
+    }
+
+    #[test]
+    fn a_pause_is_held_after_a_restart_that_lost_the_last_request() {
+        // The operator restarted during a pause: no model, and idle windows only. Before, it
+        // held the replicas until traffic came back, however long that took.
+        let mut f = settled(3.0);
+        f.obs.clear();
+        f.decisions.clear();
+        f.last = None;
+        let before = f.replicas;
+        let t = f.seconds_until_fewer(360, |f, _| {
+            f.now += 5.0;
+            let mut o = f.observation(0.0);
+            (o.completed_rate, o.concurrency, o.p95, o.mean_latency) = (0.0, None, None, None);
+            (o.request_latency_mean, o.in_flight, o.queued) = (None, 0.0, 0.0);
+            f.push(o)
+        });
+        // Three delays after the restart at the earliest: the pause began before it.
+        assert!(
+            (900..=930).contains(&t),
+            "{before} -> {} after {t}s: {}",
+            f.replicas,
+            f.reason()
+        );
     }
 
     #[test]
