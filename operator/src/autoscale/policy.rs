@@ -536,11 +536,12 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // and more latency, so the less loaded the replicas, the steeper the fitted slope. Believed
     // at once, the estimate followed the fleet down and the fleet grew with it: 1.9x HPA's
     // replica-seconds after 4 h of steady load at no gain in attainment (1.2x with this rule).
-    // At a handful of requests per window, one long request is a miss: the rule then falls
-    // back to believing at once, the side of more replicas.
+    // Only windows the fit would use count: with fewer than `MIN_FINISHED` requests, the "p95"
+    // of a window is its one longest request, a long prompt rather than a slow replica.
     let missed = obs
         .iter()
         .filter(|o| o.at > input.now - MISS_SPAN)
+        .filter(|o| o.completed_rate * o.window_seconds >= MIN_FINISHED)
         .any(|o| o.p95.is_some_and(|p| p > objective));
     let sized_for = (objective, cfg.max_concurrency);
     let capacity = if model.capacity > 0.0 && model.capacity_for == sized_for {
@@ -1092,6 +1093,18 @@ mod tests {
         assert!(
             (used - fresh.capacity_per_replica.unwrap()).abs() < 1e-9,
             "{used} vs {fresh:?}"
+        );
+        // A miss in a window with too few requests to have a p95 is one long request: the
+        // last estimate is kept.
+        let mut sparse = f.obs.clone();
+        let o = sparse.last_mut().unwrap();
+        o.p95 = Some(f.cfg.objective.as_secs_f64() + 1.0);
+        o.completed_rate = (MIN_FINISHED - 1.0) / o.window_seconds;
+        let used = decide(&input(sparse, model)).capacity_per_replica.unwrap();
+        assert!(
+            (used - fitted * 2.0).abs() < 1e-9,
+            "{used} vs {}",
+            fitted * 2.0
         );
         // A new batch limit (or objective) starts the estimate afresh, missed or not.
         let mut stricter = input(f.obs.clone(), model);
