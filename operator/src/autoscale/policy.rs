@@ -33,7 +33,8 @@
 //!    rate over the capacity is the replica count.
 //! 4. Scale-up is immediate (one decision) once the count needed passes the current one by a
 //!    5 % dead band, and then adds 5 % more; the demand of the last 20 s (a step, a queue)
-//!    scales up without the band. Scale-down waits until every window of the last
+//!    scales up without the band, with the burst allowance of Poisson arrivals at its rate
+//!    when it passes the sizing rate. Scale-down waits until every window of the last
 //!    `scale_down_delay` asked for fewer replicas (with a 10 % hysteresis margin), goes to the
 //!    count that nine in ten of those windows asked for at most, and takes one step per delay.
 //!    When traffic stops altogether (no request for at least a minute), replicas are kept for
@@ -648,6 +649,15 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // short-term demand alone never lowers the count. The sizing rate has a dead band: it must
     // pass the count by `DEAD_BAND` to add replicas, and then adds enough for `DEAD_BAND` more,
     // so that a slowly drifting estimate moves the count in a few steps, not one at a time.
+    // A short-term demand above the sizing rate is a new level (a step) that the mean does not
+    // show yet: it gets the burst allowance of Poisson arrivals at that rate (the new level's
+    // own dispersion is not measured yet), so that the first scale-up after a step does not
+    // leave it to the first burst. Without it the allowance came with the mean, a minute later.
+    let demand = if demand > sized {
+        demand + SPREAD_Z * (dispersion.min(1.0) * demand / BURST_HORIZON).sqrt()
+    } else {
+        demand
+    };
     let short_term = needed_for(demand, capacity, 0.0);
     let mut want = clamp(needed_for(sized, capacity, 0.0).max(short_term));
     if want > current {
@@ -1086,6 +1096,23 @@ mod tests {
             rising.desired,
             steady.desired,
             rising.reason
+        );
+    }
+
+    #[test]
+    fn a_step_is_sized_with_the_allowance_for_its_bursts_at_once() {
+        // Arrivals at 1 req/s ± 30 % for half an hour, then 3 req/s for the last 20 s: the
+        // count is what a fleet that has served 3 req/s ± 30 % all along runs, not just enough
+        // for the mean.
+        let rate = |level: f64| move |i: usize| level * noise(i as u64, 0.3);
+        let step = after_half_an_hour(&|i| if i > 356 { 3.0 } else { rate(1.0)(i) }, &|_| 0.0);
+        let settled = after_half_an_hour(&rate(3.0), &|_| 0.0);
+        assert!(
+            f64::from(step.desired) >= 0.9 * f64::from(settled.desired),
+            "{} after the step, {} settled: {}",
+            step.desired,
+            settled.desired,
+            step.reason
         );
     }
 
