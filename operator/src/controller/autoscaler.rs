@@ -145,6 +145,12 @@ pub async fn tick(
         }
     }
     state.last = seen;
+    // Every ready pod answered, each for the first time (the operator restarted, or the first
+    // replicas just became ready): no window yet, which is not missing metrics. The next tick
+    // measures; until then status says what it said (no MetricsUnavailable after a restart).
+    if reports.is_empty() && !state.last.is_empty() {
+        return None;
+    }
 
     let at = now.duration_since(started).as_secs_f64();
     let summary = window::summarize(&reports);
@@ -314,6 +320,65 @@ mod tests {
         assert_eq!(s.last_scale_time, Some(t(6)));
         assert_eq!(s.observed_p95.as_deref(), Some("2.35s"));
         assert_eq!(s.observed_request_rate.as_deref(), Some("1.23"));
+    }
+
+    /// A Ready pod whose metrics port is `port` on 127.0.0.1.
+    fn ready_pod(name: &str, port: u16) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "runtime",
+                "ports": [{"name": crate::build::PORT_NAME, "containerPort": port}]}]},
+            "status": {"podIP": "127.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .expect("pod")
+    }
+
+    #[tokio::test]
+    async fn first_answers_are_not_missing_metrics() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let text = "# TYPE modelfleet_runtime_requests_in_flight gauge\n\
+                    modelfleet_runtime_requests_in_flight 0\n\
+                    # TYPE modelfleet_runtime_requests_queued gauge\n\
+                    modelfleet_runtime_requests_queued 0\n";
+        let app =
+            axum::Router::new().route("/metrics", axum::routing::get(move || async move { text }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // A port nothing listens on: bound, then released.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+
+        let http = reqwest::Client::new();
+        let scaling = Scaling {
+            min: 1,
+            max: 3,
+            objective: Duration::from_secs(4),
+            metric: modelfleet_crds::LatencyMetric::RequestLatency,
+            scale_down_delay: Duration::from_secs(300),
+        };
+        let started = Instant::now();
+        let pods = [ready_pod("a", port)];
+        let mut state = State::default();
+        let first = super::tick(&http, &mut state, started, &scaling, 4, 1, &pods).await;
+        assert!(first.is_none(), "{first:?}");
+        state.last_tick = None;
+        let second = super::tick(&http, &mut state, started, &scaling, 4, 1, &pods)
+            .await
+            .expect("a decision");
+        assert!(!second.recommendation.metrics_missing, "{second:?}");
+
+        // A pod that does not answer is missing, first time or not.
+        let mut state = State::default();
+        let pods = [ready_pod("a", port), ready_pod("b", closed)];
+        let missing = super::tick(&http, &mut state, started, &scaling, 4, 1, &pods)
+            .await
+            .expect("a decision");
+        assert!(missing.recommendation.metrics_missing, "{missing:?}");
     }
 
     #[test]
