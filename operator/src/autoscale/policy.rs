@@ -1179,31 +1179,7 @@ mod tests {
     fn bursts_get_more_replicas_than_steady_load_at_the_same_mean() {
         // Half an hour of windows with the same latency figures; arrivals either steady at
         // 2 req/s or one window in four at 5 req/s and the others at 1 req/s (the same mean).
-        let desired = |rate: &dyn Fn(usize) -> f64| {
-            let observations = (1..=360)
-                .map(|i| Observation {
-                    at: i as f64 * 5.0,
-                    window_seconds: 5.0,
-                    replicas_measured: 10,
-                    completed_rate: rate(i),
-                    p95: Some(20.0),
-                    mean_latency: Some(10.0),
-                    request_latency_mean: Some(10.0),
-                    concurrency: Some(15.0),
-                    ..Observation::default()
-                })
-                .collect();
-            decide(&PolicyInput {
-                config: Fleet::new(10).cfg,
-                observations,
-                current_replicas: 10,
-                ready_replicas: 10,
-                cold_start: Duration::from_secs(30),
-                decisions: vec![],
-                now: 1800.0,
-                model: None,
-            })
-        };
+        let desired = |rate: &dyn Fn(usize) -> f64| after_half_an_hour(rate, &|_| 0.0);
         let steady = desired(&|_| 2.0);
         let bursty = desired(&|i| if i % 4 == 0 { 5.0 } else { 1.0 });
         assert!(
