@@ -578,7 +578,8 @@ impl Ours {
         ready: u32,
     ) -> u32 {
         // Scrape every ready replica as the operator does; a replica's first scrape gives no
-        // window yet and is reported missing, like a pod the operator has not seen before.
+        // window yet, and with no window from any replica and none before there is no
+        // decision (`controller::autoscaler::tick`).
         let mut reports = Vec::new();
         for (i, r) in replicas.iter_mut().enumerate() {
             if r.phase != Phase::Ready {
@@ -588,22 +589,20 @@ impl Ours {
             m.requests_in_flight = r.batch.len() as f64;
             m.requests_queued = r.queue.len() as f64;
             let pod = format!("replica-{i}");
-            match r.last_scrape.replace((now, m.clone())) {
-                Some((t, prev)) => reports.push(PodReport::Measured {
+            if let Some((t, prev)) = r.last_scrape.replace((now, m.clone())) {
+                reports.push(PodReport::Measured {
                     pod,
                     window: window::pod_window(&prev, &m, now - t),
-                }),
-                None => reports.push(PodReport::Missing {
-                    pod,
-                    reason: "first scrape".into(),
-                }),
+                });
             }
         }
-        let mut obs = window::summarize(&reports).observation(cfg.metric, now);
-        // A replica seen for the first time is new, not unresponsive: the operator keeps its
-        // first scrape and reports it missing only when it fails to answer.
-        obs.replicas_missing = 0;
-        self.observations.push(obs);
+        if reports.is_empty() && self.observations.is_empty() {
+            return desired;
+        }
+        if !reports.is_empty() {
+            self.observations
+                .push(window::summarize(&reports).observation(cfg.metric, now));
+        }
         let keep_from =
             now - policy::history_seconds(Duration::from_secs_f64(cfg.scale_down_delay));
         self.observations.retain(|o| o.at >= keep_from);

@@ -18,9 +18,10 @@
 //!    10 % a minute (the latencies of a load step lag behind its concurrency); a lower one once
 //!    a window of the last 30 s missed the objective (until then the fit's pessimism is the
 //!    mix of requests, not a slower replica; see `decide`).
-//! 3. A window's arrivals are the requests that finished or were refused in it plus the growth
-//!    of the requests in the replicas (decoding and queued): a step shows when it arrives, not
-//!    a latency later when its requests finish. The rate to size for is the mean arrival rate
+//! 3. A window's arrivals are the requests that finished, failed or were refused in it plus the
+//!    growth of the requests in each replica (decoding and queued) since its previous scrape
+//!    (`window::pod_window`): a step shows when it arrives, not a latency later when its
+//!    requests finish. The rate to size for is the mean arrival rate
 //!    `r` over a minute, or over `D` minutes for a stream `D` times as dispersed as Poisson
 //!    arrivals (at most 10), so that the mean is as precise as a Poisson minute's; plus 2.5
 //!    standard deviations of the 10 s rate around it, `√(D·r/10 s)`. The dispersion `D` is
@@ -33,8 +34,9 @@
 //!    rate over the capacity is the replica count.
 //! 4. Scale-up is immediate (one decision) once the count needed passes the current one by a
 //!    5 % dead band, and then adds 5 % more; the demand of the last 20 s (a step, a queue)
-//!    scales up without the band, with the burst allowance of Poisson arrivals at its rate
-//!    when it passes the sizing rate of a stream that is not bursty. Scale-down waits until every window of the last
+//!    scales up without the band, with a burst allowance at its rate (at the measured
+//!    dispersion, at most Poisson's) when it passes the sizing rate of a stream that is not
+//!    bursty. Scale-down waits until every window of the last
 //!    `scale_down_delay` asked for fewer replicas (with a 10 % hysteresis margin), goes to the
 //!    count that nine in ten of those windows asked for at most, and takes one step per delay.
 //!    When traffic stops altogether (no request for at least a minute), replicas are kept for
@@ -139,6 +141,9 @@ pub struct Observation {
     pub completed_rate: f64,
     /// Requests refused per second (queue full): demand that was not served.
     pub rejected_rate: f64,
+    /// Requests that arrived per second: finished, failed or refused, plus the growth of the
+    /// requests in the measured replicas, each against its own previous scrape.
+    pub arrival_rate: f64,
     /// p95 of the objective's latency, seconds; `None` when nothing finished.
     pub p95: Option<f64>,
     /// Mean of the objective's latency, seconds.
@@ -316,39 +321,21 @@ fn rate(r: f64) -> String {
     }
 }
 
-/// The requests a window saw arrive and leave: served and refused, scaled up to the ready
-/// replicas when some did not answer (their share is assumed equal to the others').
-fn arrival(o: &Observation) -> f64 {
+/// The requests a window saw arrive, scaled up to the ready replicas when some did not answer
+/// (their share is assumed equal to the others'). In a window where replicas joined or left
+/// (`joined_or_left`), what finished or was refused in it instead: the backlog of a scale-up
+/// drains faster than requests arrive, and measured in the simulator that overestimate is
+/// headroom the sizing needs (counting the arrivals exactly there met the bench goal on 12 of
+/// 18 cells instead of 14, at lower attainment).
+fn arrival(o: &Observation, joined_or_left: bool) -> f64 {
     let measured = f64::from(o.replicas_measured.max(1));
     let scale = (measured + f64::from(o.replicas_missing)) / measured;
-    ((o.completed_rate + o.rejected_rate) * scale).max(0.0)
-}
-
-/// Arrival rate of each window, `(end, requests per second)`: what finished or was refused in
-/// it plus the growth of the requests in the replicas since the previous window. The growth
-/// counts only when the same replicas reported both windows, back to back; otherwise (a replica
-/// joined or left, or a scrape was lost) the window counts what left it, as it would without
-/// the gauges.
-fn arrival_rates(obs: &[&Observation]) -> Vec<(f64, f64)> {
-    let inside = |o: &Observation| o.in_flight + o.queued;
-    obs.iter()
-        .enumerate()
-        .map(|(i, o)| {
-            let growth = match i.checked_sub(1).map(|j| obs[j]) {
-                Some(prev)
-                    if o.replicas_measured == prev.replicas_measured
-                        && o.replicas_missing == 0
-                        && prev.replicas_missing == 0
-                        && o.at > prev.at
-                        && o.at - prev.at <= 1.5 * o.window_seconds =>
-                {
-                    (inside(o) - inside(prev)) / (o.at - prev.at)
-                }
-                _ => 0.0,
-            };
-            (o.at, (arrival(o) + growth).max(0.0))
-        })
-        .collect()
+    let rate = if joined_or_left {
+        o.completed_rate + o.rejected_rate
+    } else {
+        o.arrival_rate
+    };
+    (rate * scale).max(0.0)
 }
 
 /// The count a scale-down goes to from the windows' asks over the delay: `current` while any
@@ -410,7 +397,17 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         .iter()
         .filter(|o| o.replicas_measured > 0 && o.at <= input.now)
         .collect();
-    let arrivals = arrival_rates(&obs);
+    let arrivals: Vec<(f64, f64)> = obs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let joined_or_left = i.checked_sub(1).is_none_or(|j| {
+                obs[j].replicas_measured != o.replicas_measured
+                    || obs[j].replicas_missing != o.replicas_missing
+            });
+            (o.at, arrival(o, joined_or_left))
+        })
+        .collect();
     // Mean of the arrival rates of the windows ending in (from, to]: prefix sums, so that the
     // many averages below cost a binary search each, even over a day of history.
     let prefix: Vec<f64> = std::iter::once(0.0)
@@ -511,7 +508,9 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         None => format!("no request finished at {} req/s", rate(lambda_now)),
     };
 
-    let idle = |o: &Observation| arrival(o) == 0.0 && o.in_flight == 0.0 && o.queued == 0.0;
+    let idle = |o: &Observation| {
+        o.arrival_rate == 0.0 && o.completed_rate == 0.0 && o.in_flight == 0.0 && o.queued == 0.0
+    };
     let Some(model) = model else {
         // Nothing measured yet: size for 70 % of the batch slots, the utilization KPA and most
         // serving stacks default to, from the requests in the replicas now.
@@ -533,7 +532,11 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         // No request since the first window kept, for as long as a pause is held (the operator
         // restarted during a pause and lost what it had learned): nothing to size for.
         let first = obs.first().map_or(input.now, |o| o.at);
-        if current > min && obs.iter().all(|o| idle(o)) && input.now - first >= IDLE_HOLD * delay {
+        if current > min
+            && latest.replicas_missing == 0
+            && obs.iter().all(|o| idle(o))
+            && input.now - first >= IDLE_HOLD * delay
+        {
             return Recommendation {
                 desired: min,
                 reason: format!(
@@ -561,8 +564,9 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // and more latency, so the less loaded the replicas, the steeper the fitted slope. Believed
     // at once, the estimate followed the fleet down and the fleet grew with it: 1.9x HPA's
     // replica-seconds after 4 h of steady load at no gain in attainment (1.2x with this rule).
-    // Only windows the fit would use count: with fewer than `MIN_FINISHED` requests, the "p95"
-    // of a window is its one longest request, a long prompt rather than a slow replica.
+    // Only windows with enough requests to have a p95 count (`MIN_FINISHED`, as in the fit):
+    // with fewer, the "p95" of a window is its longest request, a long prompt rather than a
+    // slow replica.
     let missed = obs
         .iter()
         .filter(|o| o.at > input.now - MISS_SPAN)
@@ -652,8 +656,8 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // pass the count by `DEAD_BAND` to add replicas, and then adds enough for `DEAD_BAND` more,
     // so that a slowly drifting estimate moves the count in a few steps, not one at a time.
     // A short-term demand above the sizing rate is a new level (a step) that the mean does not
-    // show yet: it gets the burst allowance of Poisson arrivals at that rate (the new level's
-    // own dispersion is not measured yet), so that the first scale-up after a step does not
+    // show yet: it gets a burst allowance at that rate, at the measured dispersion but at most
+    // Poisson's (the new level's own dispersion is not measured yet), so that the first scale-up after a step does not
     // leave it to the first burst. Without it the allowance came with the mean, a minute later.
     // In a stream measured as bursty, such a demand is most likely one of its bursts, whose
     // allowance the sizing rate holds already (adding it cost 1.15-1.3x HPA's replica-seconds
@@ -907,6 +911,7 @@ mod tests {
                 replicas_missing: 0,
                 completed_rate: served,
                 rejected_rate: 0.0,
+                arrival_rate: lambda,
                 p95: Some(2.2 * w),
                 mean_latency: Some(w),
                 request_latency_mean: Some(w),
@@ -960,7 +965,8 @@ mod tests {
         fn idle_window(&mut self) -> u32 {
             self.now += 5.0;
             let mut o = self.observation(0.0);
-            (o.completed_rate, o.concurrency, o.p95, o.mean_latency) = (0.0, None, None, None);
+            (o.completed_rate, o.arrival_rate) = (0.0, 0.0);
+            (o.concurrency, o.p95, o.mean_latency) = (None, None, None);
             (o.request_latency_mean, o.in_flight, o.queued) = (None, 0.0, 0.0);
             self.push(o)
         }
@@ -1055,23 +1061,27 @@ mod tests {
     }
 
     /// What the policy decides for 10 replicas after half an hour of windows with the same
-    /// latency figures, arriving at `rate(i)` req/s in window `i`, all finished in it, with
-    /// `in_flight(i)` requests decoding at its end.
-    fn after_half_an_hour(
+    /// latency figures, requests arriving at `rate(i)` req/s in window `i`, all finished in it.
+    fn after_half_an_hour(rate: &dyn Fn(usize) -> f64) -> Recommendation {
+        arrived_and_finished(rate, rate)
+    }
+
+    /// As [`after_half_an_hour`], with `finished(i)` req/s finishing in window `i`.
+    fn arrived_and_finished(
         rate: &dyn Fn(usize) -> f64,
-        in_flight: &dyn Fn(usize) -> f64,
+        finished: &dyn Fn(usize) -> f64,
     ) -> Recommendation {
         let observations = (1..=360)
             .map(|i| Observation {
                 at: i as f64 * 5.0,
                 window_seconds: 5.0,
                 replicas_measured: 10,
-                completed_rate: rate(i),
+                completed_rate: finished(i),
+                arrival_rate: rate(i),
                 p95: Some(20.0),
                 mean_latency: Some(10.0),
                 request_latency_mean: Some(10.0),
                 concurrency: Some(15.0),
-                in_flight: in_flight(i),
                 ..Observation::default()
             })
             .collect();
@@ -1089,10 +1099,10 @@ mod tests {
 
     #[test]
     fn requests_count_when_they_arrive_not_when_they_finish() {
-        // 1 req/s finishes throughout; in the last two windows 4 req/s more arrive and are
-        // still decoding.
-        let steady = after_half_an_hour(&|_| 1.0, &|_| 10.0);
-        let rising = after_half_an_hour(&|_| 1.0, &|i| 10.0 + 20.0 * i.saturating_sub(358) as f64);
+        // 1 req/s finishes throughout; in the last four windows 3 req/s arrive (the rest are
+        // still decoding).
+        let steady = after_half_an_hour(&|_| 1.0);
+        let rising = arrived_and_finished(&|i| if i > 356 { 3.0 } else { 1.0 }, &|_| 1.0);
         let rate = rising.arrival_rate.unwrap();
         assert!((rate - 3.0).abs() < 1e-9, "{rate}: {}", rising.reason);
         assert!(
@@ -1105,13 +1115,51 @@ mod tests {
     }
 
     #[test]
+    fn a_window_where_replicas_joined_counts_what_left_it() {
+        // 3 req/s arrive in the last window, 1 req/s finishes: with the same replicas the
+        // window counts 3, with one more it counts 1.
+        let last = |rate: f64, replicas: u32| {
+            let mut observations: Vec<Observation> = (1..=4)
+                .map(|i| Observation {
+                    at: f64::from(i) * 5.0,
+                    window_seconds: 5.0,
+                    replicas_measured: 10,
+                    completed_rate: 1.0,
+                    arrival_rate: 1.0,
+                    p95: Some(20.0),
+                    mean_latency: Some(10.0),
+                    request_latency_mean: Some(10.0),
+                    concurrency: Some(15.0),
+                    ..Observation::default()
+                })
+                .collect();
+            let o = observations.last_mut().unwrap();
+            (o.arrival_rate, o.replicas_measured) = (rate, replicas);
+            decide(&PolicyInput {
+                config: Fleet::new(10).cfg,
+                observations,
+                current_replicas: 11,
+                ready_replicas: 11,
+                cold_start: Duration::from_secs(30),
+                decisions: vec![],
+                now: 20.0,
+                model: None,
+            })
+            .arrival_rate
+            .unwrap()
+        };
+        assert!((last(3.0, 10) - 1.5).abs() < 1e-9, "{}", last(3.0, 10));
+        assert!((last(3.0, 11) - 1.0).abs() < 1e-9, "{}", last(3.0, 11));
+    }
+
+    #[test]
     fn a_step_is_sized_with_the_allowance_for_its_bursts_at_once() {
         // Arrivals at 1 req/s ± 30 % for half an hour, then 3 req/s for the last 20 s: the
         // count is what a fleet that has served 3 req/s ± 30 % all along runs, not just enough
         // for the mean.
         let rate = |level: f64| move |i: usize| level * noise(i as u64, 0.3);
-        let step = after_half_an_hour(&|i| if i > 356 { 3.0 } else { rate(1.0)(i) }, &|_| 0.0);
-        let settled = after_half_an_hour(&rate(3.0), &|_| 0.0);
+        let step = after_half_an_hour(&|i| if i > 356 { 3.0 } else { rate(1.0)(i) });
+        let settled = after_half_an_hour(&rate(3.0));
         assert!(
             f64::from(step.desired) >= 0.9 * f64::from(settled.desired),
             "{} after the step, {} settled: {}",
@@ -1125,16 +1173,13 @@ mod tests {
     fn a_burst_of_a_bursty_stream_gets_no_allowance_of_its_own() {
         // Bursts of 8 req/s in one window of six, then one lasting 20 s: the count is what its
         // rate needs, without the allowance a step of a steady stream gets on top.
-        let r = after_half_an_hour(
-            &|i| {
-                if i > 356 || i.is_multiple_of(6) {
-                    8.0
-                } else {
-                    0.1
-                }
-            },
-            &|_| 0.0,
-        );
+        let r = after_half_an_hour(&|i| {
+            if i > 356 || i.is_multiple_of(6) {
+                8.0
+            } else {
+                0.1
+            }
+        });
         let (rate, capacity) = (r.arrival_rate.unwrap(), r.capacity_per_replica.unwrap());
         assert!((rate - 8.0).abs() < 1e-9, "{rate}: {}", r.reason);
         assert_eq!(
@@ -1151,13 +1196,10 @@ mod tests {
         // minute, one of three: for a stream this dispersed, a minute with twice the bursts is
         // chance, not a new level (a Poisson stream's minute at twice the rate is).
         let burst = |every: usize| move |i: usize| if i.is_multiple_of(every) { 8.0 } else { 0.1 };
-        let usual = after_half_an_hour(&burst(6), &|_| 0.0);
-        let busy = after_half_an_hour(
-            &|i| if i > 348 { burst(3)(i) } else { burst(6)(i) },
-            &|_| 0.0,
-        );
-        let poisson = after_half_an_hour(&|_| 1.5, &|_| 0.0);
-        let poisson_busy = after_half_an_hour(&|i| if i > 348 { 3.0 } else { 1.5 }, &|_| 0.0);
+        let usual = after_half_an_hour(&burst(6));
+        let busy = after_half_an_hour(&|i| if i > 348 { burst(3)(i) } else { burst(6)(i) });
+        let poisson = after_half_an_hour(&|_| 1.5);
+        let poisson_busy = after_half_an_hour(&|i| if i > 348 { 3.0 } else { 1.5 });
         assert!(busy.reason.contains("over 600s"), "{}", busy.reason);
         assert!(
             f64::from(busy.desired) <= 1.3 * f64::from(usual.desired),
@@ -1179,9 +1221,8 @@ mod tests {
     fn bursts_get_more_replicas_than_steady_load_at_the_same_mean() {
         // Half an hour of windows with the same latency figures; arrivals either steady at
         // 2 req/s or one window in four at 5 req/s and the others at 1 req/s (the same mean).
-        let desired = |rate: &dyn Fn(usize) -> f64| after_half_an_hour(rate, &|_| 0.0);
-        let steady = desired(&|_| 2.0);
-        let bursty = desired(&|i| if i % 4 == 0 { 5.0 } else { 1.0 });
+        let steady = after_half_an_hour(&|_| 2.0);
+        let bursty = after_half_an_hour(&|i| if i % 4 == 0 { 5.0 } else { 1.0 });
         assert!(
             f64::from(bursty.desired) >= 1.3 * f64::from(steady.desired),
             "bursty {} vs steady {}: {}",
@@ -1328,7 +1369,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pause_is_held_after_a_restart_that_lost_the_last_request() {
+    fn after_a_restart_in_a_pause_the_count_goes_to_the_minimum_after_three_delays() {
         // The operator restarted during a pause: no model, and idle windows only. Before, it
         // held the replicas until traffic came back, however long that took.
         let mut f = settled(3.0);

@@ -371,20 +371,37 @@ pub struct PodWindow {
     pub in_flight: f64,
     /// Queued requests at the later scrape.
     pub queued: f64,
+    /// Generation requests that arrived in the window: those that finished, failed or were
+    /// refused in it, plus the growth of the requests in the pod (decoding and queued). A step
+    /// shows when it arrives, not a latency later when its requests finish.
+    pub arrived: f64,
 }
 
 /// The window between two scrapes of the same pod, `seconds` apart. A counter that went down
-/// means the pod restarted: its value since the restart is used.
+/// means the pod restarted: its value since the restart is used, and every request in the pod
+/// arrived since.
 pub fn pod_window(earlier: &PodMetrics, later: &PodMetrics, seconds: f64) -> PodWindow {
     let counter = |a: f64, b: f64| if b >= a { b - a } else { b };
+    let restarted = later.request_duration.total() < earlier.request_duration.total()
+        || later.requests_failed < earlier.requests_failed
+        || later.requests_rejected < earlier.requests_rejected;
+    let inside = |m: &PodMetrics| m.requests_in_flight + m.requests_queued;
+    let growth = inside(later) - if restarted { 0.0 } else { inside(earlier) };
+    let finished = later
+        .request_duration
+        .since(&earlier.request_duration)
+        .total();
+    let failed = counter(earlier.requests_failed, later.requests_failed);
+    let rejected = counter(earlier.requests_rejected, later.requests_rejected);
     PodWindow {
+        arrived: (finished + failed + rejected + growth).max(0.0),
         seconds,
         request_duration: later.request_duration.since(&earlier.request_duration),
         time_to_first_token: later
             .time_to_first_token
             .since(&earlier.time_to_first_token),
-        failed: counter(earlier.requests_failed, later.requests_failed),
-        rejected: counter(earlier.requests_rejected, later.requests_rejected),
+        failed,
+        rejected,
         prompt_tokens: counter(earlier.prompt_tokens, later.prompt_tokens),
         generated_tokens: counter(earlier.generated_tokens, later.generated_tokens),
         in_flight: later.requests_in_flight,
@@ -452,6 +469,8 @@ pub struct WindowSummary {
     pub rejected_rate: f64,
     /// Generation requests failed per second.
     pub failed_rate: f64,
+    /// Generation requests that arrived per second ([`PodWindow::arrived`]).
+    pub arrival_rate: f64,
     /// Request duration of successful generation requests.
     pub request_duration: Quantiles,
     /// Time to first token.
@@ -487,6 +506,7 @@ pub fn summarize(reports: &[PodReport]) -> WindowSummary {
                 s.request_rate += w.request_duration.count / w.seconds;
                 s.rejected_rate += w.rejected / w.seconds;
                 s.failed_rate += w.failed / w.seconds;
+                s.arrival_rate += w.arrived / w.seconds;
                 s.prompt_token_rate += w.prompt_tokens / w.seconds;
                 s.generated_token_rate += w.generated_tokens / w.seconds;
                 concurrency += w.request_duration.sum / w.seconds;
@@ -521,6 +541,7 @@ impl WindowSummary {
             replicas_missing: u32::try_from(self.pods_missing.len()).unwrap_or(u32::MAX),
             completed_rate: self.request_rate,
             rejected_rate: self.rejected_rate,
+            arrival_rate: self.arrival_rate,
             p95: q.p95,
             mean_latency: q.mean,
             request_latency_mean: self.request_duration.mean,
@@ -686,16 +707,35 @@ mod tests {
         for _ in 0..20 {
             rt.observe("/v1/completions", 200, 3.0);
         }
+        // Arrived too: 4 refused, 3 decoding and 2 queued at the end.
+        rt.rejected
+            .get_or_create(&ReasonLabels {
+                reason: "queue_full",
+            })
+            .inc_by(4);
+        rt.in_flight.set(3);
+        rt.queued.set(2);
         let b = parse_pod_metrics(&rt.text()).unwrap();
         let w = pod_window(&a, &b, 10.0);
         assert_eq!(w.request_duration.count, 20.0);
+        assert_eq!(w.arrived, 20.0 + 4.0 + 5.0);
         let p95 = w.request_duration.quantile(0.95).unwrap();
         assert!((2.56..=5.12).contains(&p95), "{p95}");
-        // A restarted pod counts from zero again.
+        // Requests that leave the pod arrived in an earlier window: 4 finish, none arrive.
+        for _ in 0..4 {
+            rt.observe("/v1/completions", 200, 3.0);
+        }
+        rt.in_flight.set(1);
+        rt.queued.set(0);
+        let later = parse_pod_metrics(&rt.text()).unwrap();
+        assert_eq!(pod_window(&b, &later, 10.0).arrived, 0.0);
+        // A restarted pod counts from zero again, and every request in it arrived since.
         let fresh = FakeRuntime::new();
         fresh.observe("/v1/completions", 200, 0.1);
+        fresh.in_flight.set(1);
         let c = parse_pod_metrics(&fresh.text()).unwrap();
         assert_eq!(pod_window(&b, &c, 10.0).request_duration.count, 1.0);
+        assert_eq!(pod_window(&b, &c, 10.0).arrived, 2.0);
     }
 
     #[test]
@@ -710,6 +750,7 @@ mod tests {
             in_flight: 2.0,
             queued: 1.0,
             rejected: 5.0,
+            arrived: 56.0,
             ..PodWindow::default()
         };
         let reports = vec![
@@ -737,6 +778,7 @@ mod tests {
         let o = s.observation(LatencyMetric::RequestLatency, 100.0);
         assert_eq!(o.replicas_measured, 2);
         assert_eq!(o.replicas_missing, 1);
+        assert!((o.arrival_rate - 11.2).abs() < 1e-9, "{}", o.arrival_rate);
         assert!(o.p95.is_some());
         // Nobody answered: no latency and no rate, not zero latency.
         let none = summarize(&[PodReport::Missing {

@@ -145,10 +145,12 @@ pub async fn tick(
         }
     }
     state.last = seen;
-    // Every ready pod answered, each for the first time (the operator restarted, or the first
-    // replicas just became ready): no window yet, which is not missing metrics. The next tick
-    // measures; until then status says what it said (no MetricsUnavailable after a restart).
-    if reports.is_empty() && !state.last.is_empty() {
+    // Nothing measured yet and every ready pod answered, each for the first time (the operator
+    // restarted, or the first replicas just became ready): no window yet, which is not missing
+    // metrics. The next tick measures; until then status says what it said (no
+    // MetricsUnavailable after a restart). Later, a ready set that is all new (every pod
+    // replaced) holds and says so like any tick without a window.
+    if reports.is_empty() && !state.last.is_empty() && state.observations.is_empty() {
         return None;
     }
 
