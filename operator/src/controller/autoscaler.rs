@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use modelfleet_crds::{AutoscalingStatus, ScalingDecision};
+use modelfleet_crds::{AutoscalingStatus, LatencyMetric, ScalingDecision};
 
 use super::observe::{is_ready, metrics_url};
 use super::validate::{Scaling, format_duration};
@@ -38,6 +38,8 @@ pub struct State {
     observations: VecDeque<Observation>,
     decisions: Vec<PastDecision>,
     model: Option<LatencyModel>,
+    /// The latency metric and batch limit the observations and model were measured under.
+    measured_for: Option<(LatencyMetric, i32)>,
     last_tick: Option<Instant>,
     last_status_refresh: Option<Instant>,
     /// When a reconcile last used this state (to forget deleted ModelServices).
@@ -52,6 +54,19 @@ impl State {
     /// Forgets the last decision, when it could not be applied.
     pub fn forget_last_decision(&mut self) {
         self.decisions.pop();
+    }
+
+    /// Forgets the windows and the latency model when they were measured for another latency
+    /// metric (a window's p95 of the time to first token is not one of the request latency) or
+    /// another batch limit (the replicas restart with it and batch differently). The decisions
+    /// are kept: they are about replica counts.
+    fn measure_for(&mut self, metric: LatencyMetric, max_concurrency: i32) {
+        let now = (metric, max_concurrency);
+        if self.measured_for.is_some_and(|then| then != now) {
+            self.observations.clear();
+            self.model = None;
+        }
+        self.measured_for = Some(now);
     }
 }
 
@@ -92,6 +107,7 @@ pub async fn tick(
         return None;
     }
     state.last_tick = Some(now);
+    state.measure_for(scaling.metric, max_concurrency);
 
     let ready: Vec<(String, String)> = pods
         .iter()
@@ -322,6 +338,33 @@ mod tests {
         assert_eq!(s.last_scale_time, Some(t(6)));
         assert_eq!(s.observed_p95.as_deref(), Some("2.35s"));
         assert_eq!(s.observed_request_rate.as_deref(), Some("1.23"));
+    }
+
+    #[test]
+    fn windows_of_another_metric_or_batch_limit_are_forgotten() {
+        let mut state = State::default();
+        let fill = |state: &mut State| {
+            state.observations.push_back(Observation::default());
+            state.model = Some(LatencyModel {
+                p95_floor: 1.0,
+                p95_slope: 0.1,
+                mean_floor: 1.0,
+                mean_slope: 0.1,
+                capacity: 1.0,
+                capacity_at: 0.0,
+                capacity_for: (4.0, 4),
+            });
+        };
+        fill(&mut state);
+        state.measure_for(LatencyMetric::RequestLatency, 4);
+        state.measure_for(LatencyMetric::RequestLatency, 4);
+        assert_eq!(state.observations.len(), 1);
+        assert!(state.model.is_some());
+        state.measure_for(LatencyMetric::TimeToFirstToken, 4);
+        assert!(state.observations.is_empty() && state.model.is_none());
+        fill(&mut state);
+        state.measure_for(LatencyMetric::TimeToFirstToken, 8);
+        assert!(state.observations.is_empty() && state.model.is_none());
     }
 
     /// A Ready pod whose metrics port is `port` on 127.0.0.1.
