@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use modelfleet_crds::{AutoscalingStatus, LatencyMetric, ScalingDecision};
 
-use super::observe::{is_ready, metrics_url};
+use super::observe::{is_ready, metrics_url, parse_model_info};
 use super::validate::{Scaling, format_duration};
 use crate::autoscale::policy::{
     self, LatencyModel, Observation, PastDecision, PolicyConfig, PolicyInput, Recommendation,
@@ -42,6 +42,9 @@ pub struct State {
     measured_for: Option<(LatencyMetric, i32)>,
     last_tick: Option<Instant>,
     last_status_refresh: Option<Instant>,
+    /// The model header of the first ready pod that had read it, from this tick's scrapes: the
+    /// reconcile takes it instead of scraping the pod again for it.
+    pub header: Option<modelfleet_crds::ModelInfo>,
     /// When a reconcile last used this state (to forget deleted ModelServices).
     pub touched: Option<Instant>,
     /// What this process last applied and wrote: the replica count, `status.autoscaling` and
@@ -128,7 +131,8 @@ pub async fn tick(
                 .text()
                 .await
                 .map_err(|e| describe(&e))?;
-            window::parse_pod_metrics(&text).map_err(|e| e.to_string())
+            let metrics = window::parse_pod_metrics(&text).map_err(|e| e.to_string())?;
+            Ok::<_, String>((metrics, parse_model_info(&text)))
         }
         .await;
         (pod.clone(), result)
@@ -137,9 +141,11 @@ pub async fn tick(
 
     let mut reports = Vec::with_capacity(results.len());
     let mut seen = HashMap::new();
+    state.header = None;
     for (pod, result) in results {
         match result {
-            Ok(metrics) => {
+            Ok((metrics, header)) => {
+                state.header = state.header.take().or(header);
                 // A pod answering for the first time has no window yet: it is neither measured
                 // nor missing.
                 if let Some((at, earlier)) = state.last.get(&pod) {
@@ -388,7 +394,9 @@ mod tests {
         let text = "# TYPE modelfleet_runtime_requests_in_flight gauge\n\
                     modelfleet_runtime_requests_in_flight 0\n\
                     # TYPE modelfleet_runtime_requests_queued gauge\n\
-                    modelfleet_runtime_requests_queued 0\n";
+                    modelfleet_runtime_requests_queued 0\n\
+                    # TYPE modelfleet_runtime_model_info gauge\n\
+                    modelfleet_runtime_model_info{architecture=\"llama\",quantization=\"Q4_1\"} 1\n";
         let app =
             axum::Router::new().route("/metrics", axum::routing::get(move || async move { text }));
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -411,6 +419,12 @@ mod tests {
         let mut state = State::default();
         let first = super::tick(&http, &mut state, started, &scaling, 4, 1, &pods).await;
         assert!(first.is_none(), "{first:?}");
+        // The header comes with the scrape: the reconcile need not fetch it again.
+        let header = state
+            .header
+            .as_ref()
+            .and_then(|h| h.quantization.as_deref());
+        assert_eq!(header, Some("Q4_1"));
         state.last_tick = None;
         let second = super::tick(&http, &mut state, started, &scaling, 4, 1, &pods)
             .await

@@ -299,10 +299,15 @@ async fn reconcile_inner(
         .as_ref()
         .and_then(|s| s.model.as_ref())
         .is_some_and(|m| m.quantization.is_some());
-    let (progress, model) = observe::scrape_runtimes(&ctx.http, &observed.pods, !known).await;
+    // The autoscaler's tick may have read the header from the ready pods already.
+    let header = scaler
+        .as_mut()
+        .and_then(|(state, _, _)| state.header.take());
+    let with_model = !known && header.is_none();
+    let (progress, model) = observe::scrape_runtimes(&ctx.http, &observed.pods, with_model).await;
     observed.progress = progress;
     if !known {
-        observed.model = model;
+        observed.model = model.or(header);
     }
 
     // Status.
