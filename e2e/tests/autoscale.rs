@@ -226,6 +226,16 @@ async fn latency_over_the_objective_scales_up_recovers_and_scales_down_after_the
         let ms = wait_ms(&mss, NAME, READY_TIMEOUT, "Ready=True", is_ready).await?;
         let generation = ms.metadata.generation;
         assert_eq!(ms.status.as_ref().map(|s| s.ready_replicas), Some(1));
+        // The GGUF header reaches status.model for an autoscaled service too (the autoscaler's
+        // scrape of the ready pods carries it).
+        wait_ms(&mss, NAME, Duration::from_secs(30), "status.model", |m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.model.as_ref())
+                .and_then(|m| m.quantization.as_deref())
+                == Some("Q4_1")
+        })
+        .await?;
 
         // What one replica does alone: three requests one after another.
         let http = reqwest::Client::builder()
