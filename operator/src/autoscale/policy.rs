@@ -1073,26 +1073,43 @@ mod tests {
     ) -> Recommendation {
         let observations = (1..=360)
             .map(|i| Observation {
-                at: i as f64 * 5.0,
-                window_seconds: 5.0,
-                replicas_measured: 10,
                 completed_rate: finished(i),
                 arrival_rate: rate(i),
-                p95: Some(20.0),
-                mean_latency: Some(10.0),
-                request_latency_mean: Some(10.0),
-                concurrency: Some(15.0),
-                ..Observation::default()
+                ..window_of_ten(i)
             })
             .collect();
+        decide_after(observations, 10)
+    }
+
+    /// Window `i` (5 s, ending at `5·i` s) of 10 replicas with the same latency figures,
+    /// 1 req/s arriving and finishing.
+    fn window_of_ten(i: usize) -> Observation {
+        Observation {
+            at: i as f64 * 5.0,
+            window_seconds: 5.0,
+            replicas_measured: 10,
+            completed_rate: 1.0,
+            arrival_rate: 1.0,
+            p95: Some(20.0),
+            mean_latency: Some(10.0),
+            request_latency_mean: Some(10.0),
+            concurrency: Some(15.0),
+            ..Observation::default()
+        }
+    }
+
+    /// What the policy decides for `current` replicas at the end of `observations`, with no
+    /// model and no decision before.
+    fn decide_after(observations: Vec<Observation>, current: u32) -> Recommendation {
+        let now = observations.last().map_or(0.0, |o| o.at);
         decide(&PolicyInput {
             config: Fleet::new(10).cfg,
             observations,
-            current_replicas: 10,
-            ready_replicas: 10,
+            current_replicas: current,
+            ready_replicas: current,
             cold_start: Duration::from_secs(30),
             decisions: vec![],
-            now: 1800.0,
+            now,
             model: None,
         })
     }
@@ -1119,34 +1136,10 @@ mod tests {
         // 3 req/s arrive in the last window, 1 req/s finishes: with the same replicas the
         // window counts 3, with one more it counts 1.
         let last = |rate: f64, replicas: u32| {
-            let mut observations: Vec<Observation> = (1..=4)
-                .map(|i| Observation {
-                    at: f64::from(i) * 5.0,
-                    window_seconds: 5.0,
-                    replicas_measured: 10,
-                    completed_rate: 1.0,
-                    arrival_rate: 1.0,
-                    p95: Some(20.0),
-                    mean_latency: Some(10.0),
-                    request_latency_mean: Some(10.0),
-                    concurrency: Some(15.0),
-                    ..Observation::default()
-                })
-                .collect();
+            let mut observations: Vec<Observation> = (1..=4).map(window_of_ten).collect();
             let o = observations.last_mut().unwrap();
             (o.arrival_rate, o.replicas_measured) = (rate, replicas);
-            decide(&PolicyInput {
-                config: Fleet::new(10).cfg,
-                observations,
-                current_replicas: 11,
-                ready_replicas: 11,
-                cold_start: Duration::from_secs(30),
-                decisions: vec![],
-                now: 20.0,
-                model: None,
-            })
-            .arrival_rate
-            .unwrap()
+            decide_after(observations, 11).arrival_rate.unwrap()
         };
         assert!((last(3.0, 10) - 1.5).abs() < 1e-9, "{}", last(3.0, 10));
         assert!((last(3.0, 11) - 1.0).abs() < 1e-9, "{}", last(3.0, 11));
