@@ -387,16 +387,14 @@ pub fn pod_window(earlier: &PodMetrics, later: &PodMetrics, seconds: f64) -> Pod
         || later.requests_rejected < earlier.requests_rejected;
     let inside = |m: &PodMetrics| m.requests_in_flight + m.requests_queued;
     let growth = inside(later) - if restarted { 0.0 } else { inside(earlier) };
-    let finished = later
-        .request_duration
-        .since(&earlier.request_duration)
-        .total();
+    let request_duration = later.request_duration.since(&earlier.request_duration);
+    let finished = request_duration.total();
     let failed = counter(earlier.requests_failed, later.requests_failed);
     let rejected = counter(earlier.requests_rejected, later.requests_rejected);
     PodWindow {
         arrived: (finished + failed + rejected + growth).max(0.0),
         seconds,
-        request_duration: later.request_duration.since(&earlier.request_duration),
+        request_duration,
         time_to_first_token: later
             .time_to_first_token
             .since(&earlier.time_to_first_token),
