@@ -21,24 +21,24 @@
 //! 3. A window's arrivals are the requests that finished, failed or were refused in it plus the
 //!    growth of the requests in each replica (decoding and queued) since its previous scrape
 //!    (`window::pod_window`): a step shows when it arrives, not a latency later when its
-//!    requests finish. The rate to size for is the mean arrival rate
-//!    `r` over a minute, or over `D` minutes for a stream `D` times as dispersed as Poisson
-//!    arrivals (at most 10), so that the mean is as precise as a Poisson minute's; plus 2.5
-//!    standard deviations of the 10 s rate around it, `√(D·r/10 s)`. The dispersion `D` is
-//!    measured over the last 30 minutes: the squared deviations of the 10 s rate from the
-//!    minute's mean over what Poisson arrivals would give. Poisson arrivals (`D ≈ 1`) add a
-//!    little, bursts (which meet the same replicas at once) a lot; a calm stretch between
-//!    bursts does not make the fleet forget them, and a stream that was busy and is now quiet
-//!    is not sized for its busy noise. Growth over the last minute is
-//!    extrapolated over the cold start (at most 30 s), and a backlog is drained over it. That
-//!    rate over the capacity is the replica count.
+//!    requests finish. Where replicas joined or left, the window counts what finished or was
+//!    refused instead (see `arrival`). The rate to size for is the mean arrival rate `r` over a
+//!    minute, or over `D` minutes for a stream `D` times as dispersed as Poisson arrivals (at
+//!    most 10), so that the mean is as precise as a Poisson minute's; plus 2.5 standard
+//!    deviations of the 10 s rate around it, `√(D·r/10 s)`. The dispersion `D` is measured over
+//!    the last 30 minutes: the squared deviations of the 10 s rate from the minute's mean over
+//!    what Poisson arrivals would give. Poisson arrivals (`D ≈ 1`) add a little, bursts (which
+//!    meet the same replicas at once) a lot; a calm stretch between bursts does not make the
+//!    fleet forget them, and a stream that was busy and is now quiet is not sized for its busy
+//!    noise. Growth over the last minute is extrapolated over the cold start (at most 30 s),
+//!    and a backlog is drained over it. That rate over the capacity is the replica count.
 //! 4. Scale-up is immediate (one decision) once the count needed passes the current one by a
 //!    5 % dead band, and then adds 5 % more; the demand of the last 20 s (a step, a queue)
 //!    scales up without the band, with a burst allowance at its rate (at the measured
 //!    dispersion, at most Poisson's) when it passes the sizing rate of a stream that is not
-//!    bursty. Scale-down waits until every window of the last
-//!    `scale_down_delay` asked for fewer replicas (with a 10 % hysteresis margin), goes to the
-//!    count that nine in ten of those windows asked for at most, and takes one step per delay.
+//!    bursty. Scale-down waits until every window of the last `scale_down_delay` asked for
+//!    fewer replicas (with a 10 % hysteresis margin), goes to the count that nine in ten of
+//!    those windows asked for at most, and takes one step per delay.
 //!    When traffic stops altogether (no request for at least a minute), replicas are kept for
 //!    three delays after the last request: a pause is often followed by the same load, and a
 //!    cold start then fails every request for its whole length. An operator that restarted
@@ -657,8 +657,9 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // so that a slowly drifting estimate moves the count in a few steps, not one at a time.
     // A short-term demand above the sizing rate is a new level (a step) that the mean does not
     // show yet: it gets a burst allowance at that rate, at the measured dispersion but at most
-    // Poisson's (the new level's own dispersion is not measured yet), so that the first scale-up after a step does not
-    // leave it to the first burst. Without it the allowance came with the mean, a minute later.
+    // Poisson's (the new level's own dispersion is not measured yet), so that the first
+    // scale-up after a step does not leave it to the first burst. Without it the allowance came
+    // with the mean, a minute later.
     // In a stream measured as bursty, such a demand is most likely one of its bursts, whose
     // allowance the sizing rate holds already (adding it cost 1.15-1.3x HPA's replica-seconds
     // on the bursty workload instead of 1.03-1.16x).
