@@ -154,6 +154,8 @@ pub struct RunConfig {
     pub initial_replicas: u32,
     /// Seconds at the start left out of every figure (the fleet settles from its initial size).
     pub warmup: f64,
+    /// Modelfleet's operator restarts every this many seconds, when set.
+    pub operator_restarts: Option<f64>,
 }
 
 /// What is measured in one run.
@@ -298,6 +300,8 @@ struct Ours {
     observations: Vec<Observation>,
     decisions: Vec<PastDecision>,
     model: Option<LatencyModel>,
+    /// When the operator last (re)started, simulated seconds.
+    restarted: f64,
 }
 
 /// Seconds between Modelfleet's scrapes and decisions (the lead's scrape loop uses a few
@@ -581,6 +585,21 @@ impl Ours {
         // window yet, and with no window from any replica and none before there is no
         // decision (`controller::autoscaler::tick`).
         let mut reports = Vec::new();
+        // An operator restart loses the windows, the last scrapes and the decisions, and keeps
+        // the latency model, with what the lost windows said carried.
+        if cfg
+            .operator_restarts
+            .is_some_and(|every| now >= self.restarted + every)
+        {
+            *self = Ours {
+                restarted: now,
+                model: self.model.map(|m| m.without_windows(now)),
+                ..Ours::default()
+            };
+            for r in replicas.iter_mut() {
+                r.last_scrape = None;
+            }
+        }
         for (i, r) in replicas.iter_mut().enumerate() {
             if r.phase != Phase::Ready {
                 continue;

@@ -79,6 +79,10 @@ struct Args {
     /// Queue per replica beyond the batch.
     #[arg(long, default_value_t = 64)]
     max_queue: u32,
+    /// Restart Modelfleet's operator every so often (such as `15m`): it loses its windows, last
+    /// scrapes and decisions, and keeps its latency model.
+    #[arg(long, value_parser = parse_duration)]
+    operator_restarts: Option<Duration>,
     /// Threads running simulations.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -249,6 +253,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         scale_down_delay: args.scale_down_delay.as_secs_f64(),
         initial_replicas: 1,
         warmup: args.warmup,
+        operator_restarts: args.operator_restarts.map(|d| d.as_secs_f64()),
     };
     eprintln!(
         "modelfleet-sim: {} runs on {} threads (unloaded mean latency {unloaded:.1}s)",

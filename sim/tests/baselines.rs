@@ -104,6 +104,7 @@ fn config(cold: f64) -> RunConfig {
         scale_down_delay: 300.0,
         initial_replicas: 10,
         warmup: 300.0,
+        operator_restarts: None,
     }
 }
 
@@ -153,5 +154,28 @@ fn a_fleet_with_equal_bounds_never_changes() {
         // 7 replicas over the 900 s after the warm-up.
         assert!((r.replica_seconds - 7.0 * 900.0).abs() < 1.0, "{r:?}");
         assert_eq!(r.slo_attainment, runs[0].slo_attainment);
+    }
+}
+
+#[test]
+fn an_operator_restart_in_a_pause_keeps_the_replicas() {
+    // On for 600 s from the warm-up's end (300 s), off from 900 s to 1500 s; the operator
+    // restarts at 1000 s, early in the pause. It keeps the pause's start (the last request)
+    // with its model, so the replicas stay for the pause as without the restart.
+    let pairs = vec![(300, 60), (800, 150), (100, 20)];
+    let reqs = Synthetic::OnOff.generate(&pairs, 1.5, 300.0, 1500.0, 3);
+    let cfg = RunConfig {
+        operator_restarts: Some(1000.0),
+        ..config(30.0)
+    };
+    let r = modelfleet_sim::run(&cfg, &reqs, 1800.0, PolicyKind::Modelfleet);
+    let mut count = cfg.initial_replicas;
+    for &(t, to) in &r.scale_events {
+        assert!(
+            !(900.0..1500.0).contains(&t) || to >= count,
+            "scaled down from {count} to {to} at {t} s in the pause: {:?}",
+            r.scale_events
+        );
+        count = to;
     }
 }

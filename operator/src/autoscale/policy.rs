@@ -41,10 +41,13 @@
 //!    those windows asked for at most, and takes one step per delay.
 //!    When traffic stops altogether (no request for at least a minute), replicas are kept for
 //!    three delays after the last request: a pause is often followed by the same load, and a
-//!    cold start then fails every request for its whole length. An operator that restarted
-//!    during a pause has neither the last request nor a latency model: it scales down to the
-//!    minimum once its own history has been idle for three delays.
-//! 5. Without fresh metrics from any ready replica the policy holds and says so
+//!    cold start then fails every request for its whole length.
+//! 5. An operator that restarts loses its windows, not the model: the caller keeps the model
+//!    (in status) and passes it back through [`LatencyModel::without_windows`], which carries
+//!    the last request and the dispersion the lost windows said until the windows kept reach
+//!    back far enough. One that restarted with no model (no latency measured yet) during a
+//!    pause scales down to the minimum once its own history has been idle for three delays.
+//! 6. Without fresh metrics from any ready replica the policy holds and says so
 //!    (`metrics_missing`), which the operator reports as the `MetricsUnavailable` condition.
 //!
 //! Times are seconds (`f64`) on the caller's clock, whatever its epoch, so that the controller
@@ -212,7 +215,7 @@ pub struct Recommendation {
 /// requests per replica. The caller passes the last recommendation's model back in
 /// ([`PolicyInput::model`]) so that what was learned while the load varied is kept while it does
 /// not (a steady load says nothing about the slope).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyModel {
     /// p95 of the objective's latency with one request per replica, seconds.
     pub p95_floor: f64,
@@ -234,6 +237,45 @@ pub struct LatencyModel {
     /// changes, the estimate starts afresh.
     #[serde(default)]
     pub capacity_for: (f64, u32),
+    /// End of the last window in which the replicas had a request, seconds on the caller's
+    /// clock.
+    #[serde(default)]
+    pub last_request: Option<f64>,
+    /// The dispersion of the arrivals the last decision used (see `decide`; 0 before any).
+    #[serde(default)]
+    pub dispersion: f64,
+    /// What windows that are gone said (an operator that restarted has the model, not the
+    /// windows): see [`Carried`].
+    #[serde(default)]
+    pub carried: Option<Carried>,
+}
+
+/// What the windows before the first one kept said, taken from a model when the windows were
+/// lost (an operator restart): the last request before them, and their dispersion, which
+/// counts for the share of `SPREAD_SPAN` the windows kept do not cover yet.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Carried {
+    /// When the windows were lost, seconds on the caller's clock.
+    pub at: f64,
+    /// The model's `last_request` then.
+    pub last_request: Option<f64>,
+    /// The model's `dispersion` then.
+    pub dispersion: f64,
+}
+
+impl LatencyModel {
+    /// The model to pass to the first decision after the windows were lost at `now`: what they
+    /// said is carried.
+    pub fn without_windows(self, now: f64) -> Self {
+        Self {
+            carried: Some(Carried {
+                at: now,
+                last_request: self.last_request,
+                dispersion: self.dispersion,
+            }),
+            ..self
+        }
+    }
 }
 
 type Model = LatencyModel;
@@ -478,6 +520,9 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
             capacity: prior.map_or(0.0, |p| p.capacity),
             capacity_at: prior.map_or(0.0, |p| p.capacity_at),
             capacity_for: prior.map_or((0.0, 0), |p| p.capacity_for),
+            last_request: prior.and_then(|p| p.last_request),
+            dispersion: prior.map_or(0.0, |p| p.dispersion),
+            carried: prior.and_then(|p| p.carried),
         })
         // Idle for a while: what was learned before still holds.
         .or(prior);
@@ -584,10 +629,20 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     } else {
         fitted
     };
-    let model = Model {
+    let mut model = Model {
         capacity,
         capacity_at: input.now,
         capacity_for: sized_for,
+        last_request: obs
+            .iter()
+            .rev()
+            .find(|o| !idle(o))
+            .map(|o| o.at)
+            .or(model.last_request),
+        // Once the windows kept reach back past the lost ones, these say nothing more.
+        carried: model
+            .carried
+            .filter(|c| input.now - c.at <= history_seconds(cfg.scale_down_delay)),
         ..model
     };
     let explain_capacity = format!(
@@ -637,12 +692,22 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
                 n += 1;
             }
         }
-        if n >= 12 && poisson > 0.0 {
-            dev2 / poisson
-        } else {
-            0.0
+        let measured = (n >= 12 && poisson > 0.0).then(|| dev2 / poisson);
+        // The windows lost in an operator restart count for the share of the span that the
+        // windows kept do not cover yet.
+        let first = arrivals.first().map_or(input.now, |a| a.0);
+        let carried = model.carried.and_then(|c| {
+            let uncovered = ((c.at.min(first) - (input.now - SPREAD_SPAN)) / SPREAD_SPAN).min(1.0);
+            (uncovered > 0.0).then_some((c.dispersion, uncovered))
+        });
+        match (measured, carried) {
+            (Some(d), Some((lost, share))) => (1.0 - share) * d + share * lost,
+            (None, Some((lost, _))) => lost,
+            (Some(d), None) => d,
+            (None, None) => 0.0,
         }
     };
+    model.dispersion = dispersion;
     let spread_at = |rate: f64| (dispersion * rate.max(0.0) / BURST_HORIZON).sqrt();
     // The mean rate of a dispersed stream is itself noisy (±√(D·r/span)); averaged over a
     // minute, a cluster of bursts read as a level and added replicas for five minutes each
@@ -745,7 +810,8 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // shorter than `SIZE_SPAN` are sparse traffic, not a pause.
     // Idle runs as (last busy window before, first busy window after or now, last idle window).
     let mut runs: Vec<(Option<f64>, f64, f64)> = Vec::new();
-    let mut last_busy: Option<f64> = None;
+    // Before the first window kept, the last request the lost windows saw (after a restart).
+    let mut last_busy = model.carried.and_then(|c| c.last_request);
     for (i, o) in obs.iter().enumerate() {
         if !idle(o) {
             last_busy = Some(o.at);
@@ -1102,8 +1168,13 @@ mod tests {
     /// What the policy decides for `current` replicas at the end of `observations`, with no
     /// model and no decision before.
     fn decide_after(observations: Vec<Observation>, current: u32) -> Recommendation {
+        decide(&input_after(observations, current))
+    }
+
+    /// The input of [`decide_after`].
+    fn input_after(observations: Vec<Observation>, current: u32) -> PolicyInput {
         let now = observations.last().map_or(0.0, |o| o.at);
-        decide(&PolicyInput {
+        PolicyInput {
             config: Fleet::new(10).cfg,
             observations,
             current_replicas: current,
@@ -1112,7 +1183,7 @@ mod tests {
             decisions: vec![],
             now,
             model: None,
-        })
+        }
     }
 
     #[test]
@@ -1378,6 +1449,76 @@ mod tests {
             "{before} -> {} after {t}s: {}",
             f.replicas,
             f.reason()
+        );
+    }
+
+    /// An operator restart: the windows and decisions are lost, the model comes back from
+    /// status with what the lost windows said carried (`LatencyModel::without_windows`).
+    fn restart(f: &mut Fleet) {
+        f.obs.clear();
+        f.decisions.clear();
+        let r = f.last.as_mut().unwrap();
+        r.model = r.model.map(|m| m.without_windows(f.now));
+    }
+
+    #[test]
+    fn a_restart_in_a_pause_keeps_the_replicas_until_three_delays_after_the_last_request() {
+        let mut f = settled(3.0);
+        let before = f.replicas;
+        // A minute of the pause, then the restart. Without the last request carried, the
+        // restarted operator saw only idle windows and scaled down one delay later.
+        for _ in 0..12 {
+            f.idle_window();
+        }
+        restart(&mut f);
+        for _ in 0..120 {
+            assert_eq!(f.idle_window(), before, "{}", f.reason());
+        }
+        assert!(f.reason().contains("no requests for"), "{}", f.reason());
+        // The pause seen from its start: to the minimum three delays after the last request.
+        let t = 60 + 600 + f.seconds_until_fewer(120, |f, _| f.idle_window());
+        assert!(
+            (900..=930).contains(&t) && f.replicas == 1,
+            "{before} -> {} after {t}s: {}",
+            f.replicas,
+            f.reason()
+        );
+    }
+
+    #[test]
+    fn a_restart_keeps_the_bursts_in_the_sizing() {
+        // Half an hour of one window in four at 5 req/s and the others at 1 req/s, then a
+        // restart and half a minute more: fewer windows than a dispersion is measured from.
+        let bursty = |i: usize| if i.is_multiple_of(4) { 5.0 } else { 1.0 };
+        let window = |i: usize| Observation {
+            arrival_rate: bursty(i),
+            completed_rate: bursty(i),
+            ..window_of_ten(i)
+        };
+        let before = decide_after((1..=360).map(window).collect(), 10);
+        let model = before.model.unwrap();
+        assert!(model.dispersion > 2.0, "{model:?}");
+        let after = |model: LatencyModel| {
+            decide(&PolicyInput {
+                model: Some(model),
+                ..input_after((361..=366).map(window).collect(), 10)
+            })
+        };
+        let carried = after(model.without_windows(1800.0));
+        let lost = after(model);
+        assert!(
+            f64::from(carried.desired) >= 0.8 * f64::from(before.desired),
+            "{} after the restart, {} before: {}",
+            carried.desired,
+            before.desired,
+            carried.reason
+        );
+        assert!(
+            f64::from(carried.desired) >= 1.3 * f64::from(lost.desired),
+            "{} vs {} without the dispersion: {}",
+            carried.desired,
+            lost.desired,
+            lost.reason
         );
     }
 

@@ -357,8 +357,8 @@ mod tests {
                 mean_floor: 1.0,
                 mean_slope: 0.1,
                 capacity: 1.0,
-                capacity_at: 0.0,
                 capacity_for: (4.0, 4),
+                ..LatencyModel::default()
             });
         };
         fill(&mut state);
