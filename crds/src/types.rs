@@ -642,6 +642,43 @@ pub struct AutoscalingStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5))]
     pub last_decisions: Vec<ScalingDecision>,
+    /// What the autoscaler learned about the replicas and the traffic. The windows it learned
+    /// it from live in the operator's memory; a restarted operator starts from this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<LearnedScaling>,
+}
+
+/// The autoscaler's latency model and what it knows of the traffic, in figures a user can read.
+/// The p95 and the mean latency are modelled as a floor (one request per replica) plus a cost
+/// per extra request per replica.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LearnedScaling {
+    /// Requests per second one replica serves while holding the objective, as a decimal
+    /// string.
+    pub capacity_per_replica: String,
+    /// p95 of the objective's latency with one request per replica, such as `21.4s`.
+    pub p95_floor: String,
+    /// What each extra request per replica adds to that p95.
+    pub p95_per_request: String,
+    /// Mean request latency with one request per replica.
+    pub mean_latency_floor: String,
+    /// What each extra request per replica adds to the mean.
+    pub mean_latency_per_request: String,
+    /// How much more the request rate varies over 10 s than Poisson arrivals at the same mean
+    /// would, as a decimal string: about 1 for independent clients, more for bursts. The
+    /// autoscaler provisions for it.
+    pub burst_dispersion: String,
+    /// When the replicas last had a request (the start of a pause).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request_time: Option<Time>,
+    /// The latency this was measured for; after a change it is not used.
+    pub metric: LatencyMetric,
+    /// The objective the capacity was estimated for; after a change the capacity is not used.
+    pub objective: String,
+    /// The batch limit (`spec.runtime.maxConcurrency`) the replicas ran with; after a change
+    /// it is not used.
+    pub max_concurrency: i32,
 }
 
 /// One change of the replica count, and why.

@@ -214,7 +214,7 @@ async fn events(client: &Client, ns: &str, reason: &str) -> Result<Vec<String>> 
 async fn latency_over_the_objective_scales_up_recovers_and_scales_down_after_the_delay() {
     with_temp_ns("autoscale", |client, ns| async move {
         install_crd()?;
-        let _op = Operator::start(&ns, &[]).await?;
+        let mut op = Operator::start(&ns, &[]).await?;
         let mss: Api<ModelService> = Api::namespaced(client.clone(), &ns);
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -347,6 +347,33 @@ async fn latency_over_the_objective_scales_up_recovers_and_scales_down_after_the
             "with 2 replicas the clients' p95 is {after:?}, over the objective {OBJECTIVE:?}"
         );
 
+        // Status shows what the autoscaler learned, the last request included.
+        let learned = mss
+            .get(NAME)
+            .await?
+            .status
+            .and_then(|s| s.autoscaling)
+            .and_then(|a| a.learned)
+            .context("status.autoscaling.learned")?;
+        eprintln!("learned: {learned:?}");
+        let capacity: f64 = learned.capacity_per_replica.parse()?;
+        ensure!(capacity > 0.0, "capacity per replica {capacity}");
+        ensure!(
+            learned.last_request_time.is_some(),
+            "no last request time in {learned:?}"
+        );
+
+        // The operator restarts in the pause (an upgrade, a lost node), one delay after the
+        // last request: it starts from what status says it learned, so it still holds the
+        // replicas for three delays after the last request, not for one after its restart.
+        tokio::time::sleep_until((stopped_at + SCALE_DOWN_DELAY).into()).await;
+        op.kill().await?;
+        op = Operator::start(&ns, &[]).await?;
+        eprintln!(
+            "operator restarted {:?} after the load stopped",
+            stopped_at.elapsed()
+        );
+
         // No load at all: back to one replica, but only after three scale-down delays (a pause
         // is held through in case the load resumes).
         let idle_hold = IDLE_HOLD * SCALE_DOWN_DELAY;
@@ -371,6 +398,12 @@ async fn latency_over_the_objective_scales_up_recovers_and_scales_down_after_the
             "scaled down {waited:?} after the load stopped, before three delays ({idle_hold:?})"
         );
         assert!(!down.reason.is_empty());
+        // Decided with the latency model restored from status, not from scratch.
+        ensure!(
+            !down.reason.contains("no latency measured"),
+            "the restarted operator lost what it had learned: {}",
+            down.reason
+        );
         let d = deployments.clone();
         wait_until(
             Duration::from_secs(30),
@@ -396,6 +429,7 @@ async fn latency_over_the_objective_scales_up_recovers_and_scales_down_after_the
         if decisions(&ms).len() > 2 {
             bail!("more decisions than the two expected: {:?}", decisions(&ms));
         }
+        drop(op);
         Ok(())
     })
     .await;

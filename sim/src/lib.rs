@@ -586,7 +586,7 @@ impl Ours {
         // decision (`controller::autoscaler::tick`).
         let mut reports = Vec::new();
         // An operator restart loses the windows, the last scrapes and the decisions, and keeps
-        // the latency model, with what the lost windows said carried.
+        // the latency model from `status.autoscaling.learned` (`autoscaler::State::restore`).
         if cfg
             .operator_restarts
             .is_some_and(|every| now >= self.restarted + every)

@@ -863,10 +863,19 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     let since = input.now - delay;
     let earliest = arrivals.first().map_or(input.now, |a| a.0);
     let window_seconds = latest.window_seconds.max(1.0);
-    if earliest > since + window_seconds {
+    // After a restart the windows before it are gone, and the rates the asks average over
+    // would leave out the load those saw (a pause shorter than a minute would not be one yet,
+    // and its asks would be for nothing): a scale-down also waits until the windows kept
+    // cover the span each ask averages over.
+    let covered = if model.carried.is_some() {
+        delay + size_span
+    } else {
+        delay
+    };
+    if earliest > input.now - covered + window_seconds {
         return keep(format!(
-            "holding {current} replicas: {observed}; load must stay low for {} before scaling down",
-            secs(delay)
+            "holding {current} replicas: {observed}; load must stay low for {} of windows measured before scaling down",
+            secs(covered)
         ));
     }
     // The rate averaged as for scale-up, at each window of the delay: single 5 s windows are
@@ -1481,6 +1490,30 @@ mod tests {
             (900..=930).contains(&t) && f.replicas == 1,
             "{before} -> {} after {t}s: {}",
             f.replicas,
+            f.reason()
+        );
+    }
+
+    #[test]
+    fn after_a_restart_a_scale_down_waits_for_windows_that_cover_its_asks() {
+        // A scale-down delay of 20 s, shorter than the minute each ask averages over: the load
+        // before a restart 20 s into a pause is in no window kept, and the asks of the windows
+        // after it are for nothing. Without the lost load, the count went down 20 s after the
+        // restart, before the pause was a minute long.
+        let mut f = settled(3.0);
+        f.cfg.scale_down_delay = Duration::from_secs(20);
+        let before = f.replicas;
+        for _ in 0..4 {
+            f.idle_window();
+        }
+        restart(&mut f);
+        for _ in 0..12 {
+            assert_eq!(f.idle_window(), before, "{}", f.reason());
+        }
+        let t = f.seconds_until_fewer(60, |f, _| f.idle_window());
+        assert!(
+            f.replicas < before && t <= 120,
+            "after {t}s: {}",
             f.reason()
         );
     }

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use modelfleet_crds::{AutoscalingStatus, LatencyMetric, ScalingDecision};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use modelfleet_crds::{AutoscalingStatus, LatencyMetric, LearnedScaling, ScalingDecision};
 
 use super::observe::{is_ready, metrics_url, parse_model_info};
-use super::validate::{Scaling, format_duration};
+use super::validate::{Scaling, format_duration, parse_duration};
 use crate::autoscale::policy::{
     self, LatencyModel, Observation, PastDecision, PolicyConfig, PolicyInput, Recommendation,
 };
@@ -71,6 +72,95 @@ impl State {
         }
         self.measured_for = Some(now);
     }
+
+    /// Starts a state this process has not used yet (after a restart) from what an earlier
+    /// tick wrote in `status.autoscaling.learned`, when it was measured under the metric and
+    /// batch limit in force. The windows it was learned from are gone; the policy carries what
+    /// they said (`LatencyModel::without_windows`).
+    pub fn restore(
+        &mut self,
+        learned: Option<&LearnedScaling>,
+        started: Instant,
+        scaling: &Scaling,
+        max_concurrency: i32,
+    ) {
+        if self.model.is_some() || self.measured_for.is_some() {
+            return;
+        }
+        let at = started.elapsed().as_secs_f64();
+        self.model = learned
+            .filter(|l| l.metric == scaling.metric && l.max_concurrency == max_concurrency)
+            .and_then(|l| model_from(l, at, Timestamp::now()))
+            .map(|m| m.without_windows(at));
+    }
+}
+
+/// The policy's model as `status.autoscaling.learned` shows it; times on the policy's clock
+/// (`at` is now there, `wall` now on the wall clock).
+fn learned_from(
+    model: &LatencyModel,
+    metric: LatencyMetric,
+    max_concurrency: i32,
+    at: f64,
+    wall: Timestamp,
+) -> LearnedScaling {
+    let latency = |s: f64| format_duration(Duration::from_secs_f64(s.max(0.0)));
+    let (objective, _) = model.capacity_for;
+    LearnedScaling {
+        capacity_per_replica: decimal(model.capacity),
+        p95_floor: latency(model.p95_floor),
+        p95_per_request: latency(model.p95_slope),
+        mean_latency_floor: latency(model.mean_floor),
+        mean_latency_per_request: latency(model.mean_slope),
+        burst_dispersion: decimal(model.dispersion),
+        last_request_time: model
+            .last_request
+            .and_then(|t| SignedDuration::try_from_secs_f64(at - t).ok())
+            .and_then(|ago| wall.checked_sub(ago).ok())
+            .map(Time),
+        metric,
+        objective: latency(objective),
+        max_concurrency,
+    }
+}
+
+/// The inverse of [`learned_from`]; `None` when a figure does not parse.
+fn model_from(l: &LearnedScaling, at: f64, wall: Timestamp) -> Option<LatencyModel> {
+    let latency = |s: &str| parse_duration(s).map(|d| d.as_secs_f64());
+    let number = |s: &str| s.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+    Some(LatencyModel {
+        p95_floor: latency(&l.p95_floor)?,
+        p95_slope: latency(&l.p95_per_request)?,
+        mean_floor: latency(&l.mean_latency_floor)?,
+        mean_slope: latency(&l.mean_latency_per_request)?,
+        capacity: number(&l.capacity_per_replica)?,
+        // The capacity may rise from now at the usual pace.
+        capacity_at: at,
+        capacity_for: (
+            latency(&l.objective)?,
+            u32::try_from(l.max_concurrency).ok()?,
+        ),
+        last_request: l
+            .last_request_time
+            .as_ref()
+            .map(|t| at - wall.duration_since(t.0).as_secs_f64()),
+        dispersion: number(&l.burst_dispersion)?,
+        carried: None,
+    })
+}
+
+/// A decimal string with four significant digits, trailing zeros cut: `0.2134`, `12.5`.
+fn decimal(x: f64) -> String {
+    if !(x.is_finite() && x > 0.0) {
+        return "0".to_owned();
+    }
+    let places = (3 - x.log10().floor() as i32).clamp(0, 9) as usize;
+    let s = format!("{x:.places$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
 }
 
 /// See [`State::applied`].
@@ -90,6 +180,8 @@ pub struct Tick {
     /// p95 of the objective's latency in the last window, and the request rate.
     pub p95: Option<f64>,
     pub rate: f64,
+    /// The model after this tick, for `status.autoscaling.learned`.
+    pub learned: Option<LearnedScaling>,
 }
 
 /// Scrapes the ready pods and decides, at most every [`SCRAPE_INTERVAL`]; `None` between ticks.
@@ -215,11 +307,15 @@ pub async fn tick(
             to: rec.desired,
         });
     }
+    let learned = state
+        .model
+        .map(|m| learned_from(&m, scaling.metric, max_concurrency, at, Timestamp::now()));
     Some(Tick {
         recommendation: rec,
         changed,
         p95,
         rate,
+        learned,
     })
 }
 
@@ -242,6 +338,7 @@ pub fn status(
             .p95
             .map(|p| format_duration(Duration::from_millis((p * 1000.0).round() as u64)));
         s.observed_request_rate = Some(format!("{:.2}", tick.rate));
+        s.learned = tick.learned.clone();
     }
     if tick.changed {
         s.last_scale_time = Some(now.clone());
@@ -318,6 +415,7 @@ mod tests {
             changed,
             p95: Some(2.3456),
             rate: 1.234,
+            learned: None,
         }
     }
 
@@ -344,6 +442,137 @@ mod tests {
         assert_eq!(s.last_scale_time, Some(t(6)));
         assert_eq!(s.observed_p95.as_deref(), Some("2.35s"));
         assert_eq!(s.observed_request_rate.as_deref(), Some("1.23"));
+    }
+
+    fn learned_model() -> LatencyModel {
+        LatencyModel {
+            p95_floor: 21.4321,
+            p95_slope: 5.5,
+            mean_floor: 8.7,
+            mean_slope: 3.25,
+            capacity: 0.213_456,
+            capacity_at: 100.0,
+            capacity_for: (30.0, 4),
+            last_request: Some(990.0),
+            dispersion: 4.2,
+            carried: None,
+        }
+    }
+
+    #[test]
+    fn decimals_keep_four_significant_digits() {
+        assert_eq!(decimal(0.213_456), "0.2135");
+        assert_eq!(decimal(12.5), "12.5");
+        assert_eq!(decimal(1234.56), "1235");
+        assert_eq!(decimal(0.000_123_46), "0.0001235");
+        assert_eq!(decimal(0.0), "0");
+        assert_eq!(decimal(f64::NAN), "0");
+    }
+
+    #[test]
+    fn the_learned_model_survives_a_round_trip_through_status() {
+        let wall = Timestamp::from_second(1_800_000_000).expect("time");
+        let l = learned_from(
+            &learned_model(),
+            LatencyMetric::RequestLatency,
+            4,
+            1000.0,
+            wall,
+        );
+        assert_eq!(l.capacity_per_replica, "0.2135");
+        assert_eq!(
+            (l.p95_floor.as_str(), l.p95_per_request.as_str()),
+            ("21.43s", "5.5s")
+        );
+        assert_eq!(l.burst_dispersion, "4.2");
+        assert_eq!(l.objective, "30s");
+        // The last request was 10 s before now.
+        assert_eq!(
+            l.last_request_time,
+            Some(Time(Timestamp::from_second(1_799_999_990).expect("time")))
+        );
+        // Read back by a process whose clock reads 5 s, 20 s later.
+        let later = Timestamp::from_second(1_800_000_020).expect("time");
+        let m = model_from(&l, 5.0, later).expect("parses");
+        let want = learned_model();
+        assert!((m.p95_floor - 21.43).abs() < 1e-9, "{m:?}");
+        assert!((m.capacity - 0.2135).abs() < 1e-9, "{m:?}");
+        assert_eq!(
+            (m.mean_slope, m.dispersion),
+            (want.mean_slope, want.dispersion)
+        );
+        assert_eq!((m.capacity_at, m.capacity_for), (5.0, (30.0, 4)));
+        assert_eq!(m.last_request, Some(5.0 - 30.0));
+        // A figure that does not parse: nothing is restored.
+        let bad = LearnedScaling {
+            p95_floor: "fast".to_owned(),
+            ..l
+        };
+        assert_eq!(model_from(&bad, 5.0, later), None);
+    }
+
+    #[test]
+    fn a_new_state_starts_from_status_when_measured_alike() {
+        let scaling = Scaling {
+            min: 1,
+            max: 10,
+            metric: LatencyMetric::RequestLatency,
+            objective: Duration::from_secs(30),
+            scale_down_delay: Duration::from_secs(300),
+        };
+        let l = learned_from(
+            &learned_model(),
+            LatencyMetric::RequestLatency,
+            4,
+            1000.0,
+            Timestamp::now(),
+        );
+        let started = Instant::now();
+        // Another batch limit or metric: the replicas batch differently, or it is another
+        // latency.
+        let mut state = State::default();
+        state.restore(Some(&l), started, &scaling, 8);
+        assert!(state.model.is_none());
+        let ttft = LearnedScaling {
+            metric: LatencyMetric::TimeToFirstToken,
+            ..l.clone()
+        };
+        state.restore(Some(&ttft), started, &scaling, 4);
+        assert!(state.model.is_none());
+        // Measured alike: the model, with what the lost windows said carried.
+        state.restore(Some(&l), started, &scaling, 4);
+        let m = state.model.expect("restored");
+        let carried = m.carried.expect("carried");
+        assert_eq!(carried.dispersion, 4.2);
+        assert!(
+            carried.last_request.is_some_and(|t| t < carried.at),
+            "{m:?}"
+        );
+        // A state in use keeps what it learned itself.
+        state.model = Some(LatencyModel {
+            capacity: 9.0,
+            ..learned_model()
+        });
+        state.restore(Some(&l), started, &scaling, 4);
+        assert_eq!(state.model.map(|m| m.capacity), Some(9.0));
+    }
+
+    #[test]
+    fn status_shows_what_was_learned_when_it_refreshes() {
+        let mut state = State::default();
+        let learned = learned_from(
+            &learned_model(),
+            LatencyMetric::RequestLatency,
+            4,
+            1000.0,
+            Timestamp::now(),
+        );
+        let with = Tick {
+            learned: Some(learned.clone()),
+            ..tick(3, false)
+        };
+        let s = status(&mut state, None, &with, 3, &t(0));
+        assert_eq!(s.learned, Some(learned));
     }
 
     #[test]

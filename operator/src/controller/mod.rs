@@ -259,6 +259,12 @@ async fn reconcile_inner(
             v.desired_replicas = a.replicas.clamp(scaling.min, scaling.max);
         }
         let current = v.desired_replicas;
+        let learned = ms
+            .status
+            .as_ref()
+            .and_then(|s| s.autoscaling.as_ref())
+            .and_then(|a| a.learned.as_ref());
+        state.restore(learned, ctx.started, scaling, v.max_concurrency);
         let tick = autoscaler::tick(
             &ctx.http,
             &mut state,
