@@ -642,8 +642,10 @@ pub struct AutoscalingStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5))]
     pub last_decisions: Vec<ScalingDecision>,
-    /// What the autoscaler learned about the replicas and the traffic. The windows it learned
-    /// it from live in the operator's memory; a restarted operator starts from this.
+    /// What the autoscaler learned about the replicas and the traffic, rewritten when a figure
+    /// moves by more than a tenth (and with the observed figures, at most every 15 s). The
+    /// windows it learned it from live in the operator's memory; a restarted operator starts
+    /// from this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned: Option<LearnedScaling>,
 }
@@ -656,18 +658,24 @@ pub struct AutoscalingStatus {
 pub struct LearnedScaling {
     /// Requests per second one replica serves while holding the objective, as a decimal
     /// string.
+    #[schemars(length(max = 32))]
     pub capacity_per_replica: String,
     /// p95 of the objective's latency with one request per replica, such as `21.4s`.
+    #[schemars(length(max = 32))]
     pub p95_floor: String,
     /// What each extra request per replica adds to that p95.
+    #[schemars(length(max = 32))]
     pub p95_per_request: String,
     /// Mean request latency with one request per replica.
+    #[schemars(length(max = 32))]
     pub mean_latency_floor: String,
     /// What each extra request per replica adds to the mean.
+    #[schemars(length(max = 32))]
     pub mean_latency_per_request: String,
     /// How much more the request rate varies over 10 s than Poisson arrivals at the same mean
     /// would, as a decimal string: about 1 for independent clients, more for bursts. The
     /// autoscaler provisions for it.
+    #[schemars(length(max = 32))]
     pub burst_dispersion: String,
     /// When the replicas last had a request (the start of a pause).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -675,6 +683,7 @@ pub struct LearnedScaling {
     /// The latency this was measured for; after a change it is not used.
     pub metric: LatencyMetric,
     /// The objective the capacity was estimated for; after a change the capacity is not used.
+    #[schemars(length(max = 32))]
     pub objective: String,
     /// The batch limit (`spec.runtime.maxConcurrency`) the replicas ran with; after a change
     /// it is not used.

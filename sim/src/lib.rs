@@ -586,7 +586,8 @@ impl Ours {
         // decision (`controller::autoscaler::tick`).
         let mut reports = Vec::new();
         // An operator restart loses the windows, the last scrapes and the decisions, and keeps
-        // the latency model from `status.autoscaling.learned` (`autoscaler::State::restore`).
+        // the latency model, as the operator does through `status.autoscaling.learned` (here
+        // without the rounding of status to four digits and whole seconds).
         if cfg
             .operator_restarts
             .is_some_and(|every| now >= self.restarted + every)

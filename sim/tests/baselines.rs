@@ -170,6 +170,13 @@ fn an_operator_restart_in_a_pause_keeps_the_replicas() {
     };
     let r = modelfleet_sim::run(&cfg, &reqs, 1800.0, PolicyKind::Modelfleet);
     let mut count = cfg.initial_replicas;
+    let at_the_pause = r
+        .scale_events
+        .iter()
+        .take_while(|(t, _)| *t < 900.0)
+        .last()
+        .map_or(count, |e| e.1);
+    assert!(at_the_pause > 1, "nothing to keep: {:?}", r.scale_events);
     for &(t, to) in &r.scale_events {
         assert!(
             !(900.0..1500.0).contains(&t) || to >= count,

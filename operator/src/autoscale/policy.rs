@@ -873,8 +873,13 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         delay
     };
     if earliest > input.now - covered + window_seconds {
+        let restarted = if model.carried.is_some() {
+            " of windows measured since the restart"
+        } else {
+            ""
+        };
         return keep(format!(
-            "holding {current} replicas: {observed}; load must stay low for {} of windows measured before scaling down",
+            "holding {current} replicas: {observed}; load must stay low for {}{restarted} before scaling down",
             secs(covered)
         ));
     }

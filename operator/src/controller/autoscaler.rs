@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use modelfleet_crds::{AutoscalingStatus, LatencyMetric, LearnedScaling, ScalingDecision};
+use tracing::warn;
 
 use super::observe::{is_ready, metrics_url, parse_model_info};
 use super::validate::{Scaling, format_duration, parse_duration};
@@ -30,6 +31,8 @@ pub const MAX_DECISIONS: usize = 5;
 /// Observed values in status are refreshed at most this often, unless the replica count changes:
 /// status writes stay rare while the figures drift.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(15);
+/// Relative change of a learned figure that is worth writing to status.
+const LEARNED_CHANGE: f64 = 0.1;
 
 /// What the autoscaler remembers about one ModelService between reconciles.
 #[derive(Debug, Default)]
@@ -43,6 +46,8 @@ pub struct State {
     measured_for: Option<(LatencyMetric, i32)>,
     last_tick: Option<Instant>,
     last_status_refresh: Option<Instant>,
+    /// See [`State::epoch`].
+    epoch: Option<Timestamp>,
     /// The model header of the first ready pod that had read it, from this tick's scrapes: the
     /// reconcile takes it instead of scraping the pod again for it.
     pub header: Option<modelfleet_crds::ModelInfo>,
@@ -87,69 +92,128 @@ impl State {
         if self.model.is_some() || self.measured_for.is_some() {
             return;
         }
+        let Some(l) =
+            learned.filter(|l| l.metric == scaling.metric && l.max_concurrency == max_concurrency)
+        else {
+            return;
+        };
+        let epoch = self.epoch(started);
         let at = started.elapsed().as_secs_f64();
-        self.model = learned
-            .filter(|l| l.metric == scaling.metric && l.max_concurrency == max_concurrency)
-            .and_then(|l| model_from(l, at, Timestamp::now()))
-            .map(|m| m.without_windows(at));
+        self.model = model_from(l, epoch, at, scaling.objective).map(|m| m.without_windows(at));
+        if self.model.is_none() {
+            warn!(learned = ?l, "status.autoscaling.learned does not parse; learning afresh");
+        }
+    }
+
+    /// The wall-clock time of the policy clock's zero, read once so that a time on the policy's
+    /// clock always converts to the same second.
+    fn epoch(&mut self, started: Instant) -> Timestamp {
+        *self.epoch.get_or_insert_with(|| {
+            let since = SignedDuration::try_from(started.elapsed()).unwrap_or_default();
+            Timestamp::now()
+                .checked_sub(since)
+                .unwrap_or(Timestamp::UNIX_EPOCH)
+        })
     }
 }
 
-/// The policy's model as `status.autoscaling.learned` shows it; times on the policy's clock
-/// (`at` is now there, `wall` now on the wall clock).
+/// The policy's model as `status.autoscaling.learned` shows it; `epoch` is the wall-clock time
+/// of the policy clock's zero.
 fn learned_from(
     model: &LatencyModel,
     metric: LatencyMetric,
     max_concurrency: i32,
-    at: f64,
-    wall: Timestamp,
+    epoch: Timestamp,
 ) -> LearnedScaling {
-    let latency = |s: f64| format_duration(Duration::from_secs_f64(s.max(0.0)));
-    let (objective, _) = model.capacity_for;
+    let seconds = |s: f64| format!("{}s", decimal(s));
     LearnedScaling {
         capacity_per_replica: decimal(model.capacity),
-        p95_floor: latency(model.p95_floor),
-        p95_per_request: latency(model.p95_slope),
-        mean_latency_floor: latency(model.mean_floor),
-        mean_latency_per_request: latency(model.mean_slope),
+        p95_floor: seconds(model.p95_floor),
+        p95_per_request: seconds(model.p95_slope),
+        mean_latency_floor: seconds(model.mean_floor),
+        mean_latency_per_request: seconds(model.mean_slope),
         burst_dispersion: decimal(model.dispersion),
         last_request_time: model
             .last_request
-            .and_then(|t| SignedDuration::try_from_secs_f64(at - t).ok())
-            .and_then(|ago| wall.checked_sub(ago).ok())
+            .and_then(|t| SignedDuration::try_from_secs_f64(t).ok())
+            .and_then(|t| epoch.checked_add(t).ok())
+            .and_then(|t| Timestamp::from_second(t.as_second()).ok())
             .map(Time),
         metric,
-        objective: latency(objective),
+        objective: seconds(model.capacity_for.0),
         max_concurrency,
     }
 }
 
-/// The inverse of [`learned_from`]; `None` when a figure does not parse.
-fn model_from(l: &LearnedScaling, at: f64, wall: Timestamp) -> Option<LatencyModel> {
-    let latency = |s: &str| parse_duration(s).map(|d| d.as_secs_f64());
+/// The inverse of [`learned_from`], read at `at` on the policy's clock; `None` when a figure
+/// does not parse. An objective within a millisecond of `objective` is that objective (the
+/// policy compares them exactly).
+fn model_from(
+    l: &LearnedScaling,
+    epoch: Timestamp,
+    at: f64,
+    objective: Duration,
+) -> Option<LatencyModel> {
+    let seconds = |s: &str| parse_duration(s).map(|d| d.as_secs_f64());
     let number = |s: &str| s.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+    let written = seconds(&l.objective)?;
+    let objective = objective.as_secs_f64();
     Some(LatencyModel {
-        p95_floor: latency(&l.p95_floor)?,
-        p95_slope: latency(&l.p95_per_request)?,
-        mean_floor: latency(&l.mean_latency_floor)?,
-        mean_slope: latency(&l.mean_latency_per_request)?,
+        p95_floor: seconds(&l.p95_floor)?,
+        p95_slope: seconds(&l.p95_per_request)?,
+        mean_floor: seconds(&l.mean_latency_floor)?,
+        mean_slope: seconds(&l.mean_latency_per_request)?,
         capacity: number(&l.capacity_per_replica)?,
         // The capacity may rise from now at the usual pace.
         capacity_at: at,
         capacity_for: (
-            latency(&l.objective)?,
+            if (written - objective).abs() < 1e-3 {
+                objective
+            } else {
+                written
+            },
             u32::try_from(l.max_concurrency).ok()?,
         ),
         last_request: l
             .last_request_time
             .as_ref()
-            .map(|t| at - wall.duration_since(t.0).as_secs_f64()),
+            .map(|t| t.0.duration_since(epoch).as_secs_f64()),
         dispersion: number(&l.burst_dispersion)?,
         carried: None,
     })
 }
 
-/// A decimal string with four significant digits, trailing zeros cut: `0.2134`, `12.5`.
+/// Whether `new` says something `old` does not: another measure, another last request, or a
+/// figure that moved by more than [`LEARNED_CHANGE`] (status is not rewritten for the drift of
+/// an estimate).
+fn learned_moved(old: Option<&LearnedScaling>, new: Option<&LearnedScaling>) -> bool {
+    let (Some(old), Some(new)) = (old, new) else {
+        return old != new;
+    };
+    let figures = |l: &LearnedScaling| {
+        [
+            &l.capacity_per_replica,
+            &l.p95_floor,
+            &l.p95_per_request,
+            &l.mean_latency_floor,
+            &l.mean_latency_per_request,
+            &l.burst_dispersion,
+        ]
+        .map(|f| f.trim_end_matches('s').parse::<f64>().unwrap_or(f64::NAN))
+    };
+    // A figure that does not parse (NaN) counts as moved.
+    let moved = figures(old).iter().zip(figures(new)).any(|(a, b)| {
+        let close = (a - b).abs() <= LEARNED_CHANGE * a.abs().max(b.abs());
+        a.is_nan() || b.is_nan() || !close
+    });
+    moved
+        || (old.metric, &old.objective, old.max_concurrency)
+            != (new.metric, &new.objective, new.max_concurrency)
+        || old.last_request_time != new.last_request_time
+}
+
+/// A decimal string with four significant digits and trailing zeros cut (`0.2134`, `12.5`);
+/// no fraction from 10⁴ on, and at most nine places.
 fn decimal(x: f64) -> String {
     if !(x.is_finite() && x > 0.0) {
         return "0".to_owned();
@@ -307,9 +371,10 @@ pub async fn tick(
             to: rec.desired,
         });
     }
+    let epoch = state.epoch(started);
     let learned = state
         .model
-        .map(|m| learned_from(&m, scaling.metric, max_concurrency, at, Timestamp::now()));
+        .map(|m| learned_from(&m, scaling.metric, max_concurrency, epoch));
     Some(Tick {
         recommendation: rec,
         changed,
@@ -338,7 +403,9 @@ pub fn status(
             .p95
             .map(|p| format_duration(Duration::from_millis((p * 1000.0).round() as u64)));
         s.observed_request_rate = Some(format!("{:.2}", tick.rate));
-        s.learned = tick.learned.clone();
+        if learned_moved(s.learned.as_ref(), tick.learned.as_ref()) {
+            s.learned = tick.learned.clone();
+        }
     }
     if tick.changed {
         s.last_scale_time = Some(now.clone());
@@ -453,7 +520,7 @@ mod tests {
             capacity: 0.213_456,
             capacity_at: 100.0,
             capacity_for: (30.0, 4),
-            last_request: Some(990.0),
+            last_request: Some(990.4),
             dispersion: 4.2,
             carried: None,
         }
@@ -471,14 +538,10 @@ mod tests {
 
     #[test]
     fn the_learned_model_survives_a_round_trip_through_status() {
-        let wall = Timestamp::from_second(1_800_000_000).expect("time");
-        let l = learned_from(
-            &learned_model(),
-            LatencyMetric::RequestLatency,
-            4,
-            1000.0,
-            wall,
-        );
+        // The policy clock's zero is at 1_799_999_000 on the wall clock: its 990.4 s (the
+        // last request) is 1_799_999_990.4.
+        let epoch = Timestamp::from_second(1_799_999_000).expect("time");
+        let l = learned_from(&learned_model(), LatencyMetric::RequestLatency, 4, epoch);
         assert_eq!(l.capacity_per_replica, "0.2135");
         assert_eq!(
             (l.p95_floor.as_str(), l.p95_per_request.as_str()),
@@ -486,14 +549,14 @@ mod tests {
         );
         assert_eq!(l.burst_dispersion, "4.2");
         assert_eq!(l.objective, "30s");
-        // The last request was 10 s before now.
+        // Whole seconds, as the apiserver stores them.
         assert_eq!(
             l.last_request_time,
             Some(Time(Timestamp::from_second(1_799_999_990).expect("time")))
         );
-        // Read back by a process whose clock reads 5 s, 20 s later.
-        let later = Timestamp::from_second(1_800_000_020).expect("time");
-        let m = model_from(&l, 5.0, later).expect("parses");
+        // Read back by a process started at 1_800_000_015, whose clock reads 5 s.
+        let later = Timestamp::from_second(1_800_000_015).expect("time");
+        let m = model_from(&l, later, 5.0, Duration::from_secs(30)).expect("parses");
         let want = learned_model();
         assert!((m.p95_floor - 21.43).abs() < 1e-9, "{m:?}");
         assert!((m.capacity - 0.2135).abs() < 1e-9, "{m:?}");
@@ -502,13 +565,29 @@ mod tests {
             (want.mean_slope, want.dispersion)
         );
         assert_eq!((m.capacity_at, m.capacity_for), (5.0, (30.0, 4)));
-        assert_eq!(m.last_request, Some(5.0 - 30.0));
+        // 25 s before the new process started.
+        assert_eq!(m.last_request, Some(-25.0));
+        // Milliseconds survive: a time to first token is tens of them.
+        let fast = LatencyModel {
+            p95_floor: 0.0423,
+            p95_slope: 0.000_81,
+            capacity_for: (1.005, 4),
+            ..learned_model()
+        };
+        let l = learned_from(&fast, LatencyMetric::TimeToFirstToken, 4, epoch);
+        assert_eq!(
+            (l.p95_per_request.as_str(), l.objective.as_str()),
+            ("0.00081s", "1.005s")
+        );
+        let m = model_from(&l, later, 5.0, Duration::from_millis(1005)).expect("parses");
+        assert_eq!((m.p95_floor, m.p95_slope), (0.0423, 0.000_81));
+        assert_eq!(m.capacity_for.0, Duration::from_millis(1005).as_secs_f64());
         // A figure that does not parse: nothing is restored.
         let bad = LearnedScaling {
             p95_floor: "fast".to_owned(),
             ..l
         };
-        assert_eq!(model_from(&bad, 5.0, later), None);
+        assert_eq!(model_from(&bad, later, 5.0, Duration::from_secs(30)), None);
     }
 
     #[test]
@@ -520,13 +599,11 @@ mod tests {
             objective: Duration::from_secs(30),
             scale_down_delay: Duration::from_secs(300),
         };
-        let l = learned_from(
-            &learned_model(),
-            LatencyMetric::RequestLatency,
-            4,
-            1000.0,
-            Timestamp::now(),
-        );
+        // Written by a process that started 2000 s ago (its last request: 990 s after that).
+        let earlier = Timestamp::now()
+            .checked_sub(SignedDuration::from_secs(2000))
+            .expect("time");
+        let l = learned_from(&learned_model(), LatencyMetric::RequestLatency, 4, earlier);
         let started = Instant::now();
         // Another batch limit or metric: the replicas batch differently, or it is another
         // latency.
@@ -548,31 +625,61 @@ mod tests {
             carried.last_request.is_some_and(|t| t < carried.at),
             "{m:?}"
         );
-        // A state in use keeps what it learned itself.
+        // A state in use keeps what it learned itself, with a model or without one (it
+        // forgot it when the metric changed).
         state.model = Some(LatencyModel {
             capacity: 9.0,
             ..learned_model()
         });
         state.restore(Some(&l), started, &scaling, 4);
         assert_eq!(state.model.map(|m| m.capacity), Some(9.0));
+        let mut forgot = State::default();
+        forgot.measure_for(LatencyMetric::RequestLatency, 4);
+        forgot.restore(Some(&l), started, &scaling, 4);
+        assert!(forgot.model.is_none());
     }
 
     #[test]
-    fn status_shows_what_was_learned_when_it_refreshes() {
+    fn status_rewrites_what_was_learned_only_when_it_moved() {
         let mut state = State::default();
-        let learned = learned_from(
-            &learned_model(),
-            LatencyMetric::RequestLatency,
-            4,
-            1000.0,
-            Timestamp::now(),
-        );
-        let with = Tick {
-            learned: Some(learned.clone()),
+        let epoch = Timestamp::now();
+        let learned = |m: LatencyModel| learned_from(&m, LatencyMetric::RequestLatency, 4, epoch);
+        let with = |m: Option<LatencyModel>| Tick {
+            learned: m.map(learned),
             ..tick(3, false)
         };
-        let s = status(&mut state, None, &with, 3, &t(0));
-        assert_eq!(s.learned, Some(learned));
+        let first = status(&mut state, None, &with(Some(learned_model())), 3, &t(0));
+        assert_eq!(first.learned, Some(learned(learned_model())));
+        // At the next refresh, a capacity 5 % higher is drift: status keeps what it says.
+        let drift = LatencyModel {
+            capacity: learned_model().capacity * 1.05,
+            ..learned_model()
+        };
+        state.last_status_refresh = None;
+        let s = status(&mut state, Some(&first), &with(Some(drift)), 3, &t(20));
+        assert_eq!(s.learned, first.learned);
+        // 20 % higher, or a later request, is news.
+        for news in [
+            LatencyModel {
+                capacity: learned_model().capacity * 1.2,
+                ..learned_model()
+            },
+            LatencyModel {
+                last_request: Some(1990.0),
+                ..learned_model()
+            },
+        ] {
+            state.last_status_refresh = None;
+            let s = status(&mut state, Some(&first), &with(Some(news)), 3, &t(40));
+            assert_eq!(s.learned, Some(learned(news)));
+        }
+        // Between refreshes nothing is rewritten.
+        let s = status(&mut state, Some(&first), &with(None), 3, &t(45));
+        assert_eq!(s.learned, first.learned);
+        // A model forgotten (another metric) is removed at the next refresh.
+        state.last_status_refresh = None;
+        let s = status(&mut state, Some(&first), &with(None), 3, &t(60));
+        assert_eq!(s.learned, None);
     }
 
     #[test]

@@ -317,7 +317,10 @@ async fn reconcile_inner(
     }
 
     // Status.
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    // Whole seconds, as the apiserver stores a Time: a status that remembers a finer one differs
+    // from what it reads back, and would be written again at every reconcile.
+    let wall = k8s_openapi::jiff::Timestamp::now();
+    let now = Time(k8s_openapi::jiff::Timestamp::from_second(wall.as_second()).unwrap_or(wall));
     let mut new_status = status::compute(ms, validated.as_ref(), &observed, &now);
     if let Some((mut state, tick, current)) = scaler {
         let old = ms.status.as_ref();
@@ -411,7 +414,10 @@ async fn reconcile_inner(
         api.patch_status(
             name,
             &PatchParams::default(),
-            &Patch::Merge(json!({ "status": new_status })),
+            &Patch::Merge(json!({ "status": merge_patch(
+                &serde_json::to_value(&ms.status).unwrap_or_default(),
+                serde_json::to_value(&new_status).unwrap_or_default(),
+            ) })),
         )
         .await
         .map_err(|e| Error::Status(name.to_owned(), e))?;
@@ -465,6 +471,26 @@ fn mark_patched(ctx: &Context, uid: &str) {
 }
 
 /// Which top-level status fields and conditions differ, for the debug log.
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: `new`, with a null for every
+/// field `old` has and `new` leaves out. Status fields that are `None` are not serialized, and
+/// a merge patch without them leaves the old values in place (an idle service kept its last
+/// p95, differed from what the operator computed, and was written again at every reconcile).
+fn merge_patch(old: &serde_json::Value, new: serde_json::Value) -> serde_json::Value {
+    match (old.as_object(), new) {
+        (Some(old), serde_json::Value::Object(mut new)) => {
+            for (key, was) in old {
+                let now = match new.remove(key) {
+                    Some(now) => merge_patch(was, now),
+                    None => serde_json::Value::Null,
+                };
+                new.insert(key.clone(), now);
+            }
+            serde_json::Value::Object(new)
+        }
+        (_, new) => new,
+    }
+}
+
 fn status_diff(old: Option<&ModelServiceStatus>, new: &ModelServiceStatus) -> String {
     let old = serde_json::to_value(old.cloned().unwrap_or_default()).unwrap_or_default();
     let new = serde_json::to_value(new).unwrap_or_default();
@@ -776,8 +802,42 @@ fn error_policy(ms: Arc<ModelService>, error: &Error, ctx: Arc<Context>) -> Acti
 #[cfg(test)]
 mod tests {
     use super::{
-        Announced, ModelServiceStatus, conditions, reasons, scaling_note, status, transitions,
+        Announced, ModelServiceStatus, conditions, merge_patch, reasons, scaling_note, status,
+        transitions,
     };
+    use serde_json::json;
+
+    #[test]
+    fn a_status_patch_removes_what_the_new_status_leaves_out() {
+        let old = json!({
+            "replicas": 2,
+            "autoscaling": {
+                "observedP95": "1.26s",
+                "observedRequestRate": "0.85",
+                "lastDecisions": [{"to": 2}],
+            },
+            "model": {"quantization": "Q4_1"},
+        });
+        let new = json!({
+            "replicas": 2,
+            "autoscaling": {"observedRequestRate": "0.00", "lastDecisions": [{"to": 1}]},
+        });
+        assert_eq!(
+            merge_patch(&old, new),
+            json!({
+                "replicas": 2,
+                "autoscaling": {
+                    "observedP95": null,
+                    "observedRequestRate": "0.00",
+                    "lastDecisions": [{"to": 1}],
+                },
+                "model": null,
+            })
+        );
+        // Nothing before: the new status as it is.
+        let first = json!({"replicas": 1});
+        assert_eq!(merge_patch(&serde_json::Value::Null, first.clone()), first);
+    }
 
     fn with(conds: &[(&str, bool, &str)]) -> ModelServiceStatus {
         ModelServiceStatus {
