@@ -17,13 +17,16 @@ pub mod workload;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use modelfleet_crds::LatencyMetric;
+use k8s_openapi::jiff::Timestamp;
+use modelfleet_crds::{LatencyMetric, LearnedScaling};
+use modelfleet_operator::autoscale::learned::{learned_from, learned_moved, model_from};
 use modelfleet_operator::autoscale::policy::{
     self, LatencyModel, Observation, PastDecision, PolicyConfig, PolicyInput,
 };
 use modelfleet_operator::autoscale::window::{
     self, Histogram, PodMetrics, PodReport, request_duration_bounds, time_to_first_token_bounds,
 };
+use modelfleet_operator::controller::autoscaler;
 use serde::Serialize;
 
 use crate::workload::Request;
@@ -302,7 +305,13 @@ struct Ours {
     model: Option<LatencyModel>,
     /// When the operator last (re)started, simulated seconds.
     restarted: f64,
+    /// `status.autoscaling.learned` as the operator writes it, and when it last looked.
+    status: Option<LearnedScaling>,
+    status_refreshed: f64,
 }
+
+/// The wall-clock time of the simulated clock's zero (any will do: status converts through it).
+const EPOCH: Timestamp = Timestamp::UNIX_EPOCH;
 
 /// Seconds between Modelfleet's scrapes and decisions (the lead's scrape loop uses a few
 /// seconds).
@@ -585,16 +594,24 @@ impl Ours {
         // window yet, and with no window from any replica and none before there is no
         // decision (`controller::autoscaler::tick`).
         let mut reports = Vec::new();
-        // An operator restart loses the windows, the last scrapes and the decisions, and keeps
-        // the latency model, as the operator does through `status.autoscaling.learned` (here
-        // without the rounding of status to four digits and whole seconds).
+        // An operator restart loses the windows, the last scrapes and the decisions; the model
+        // comes back from `status.autoscaling.learned` as the operator wrote it
+        // (`controller::autoscaler::State::restore`).
         if cfg
             .operator_restarts
             .is_some_and(|every| now >= self.restarted + every)
         {
+            let objective = Duration::from_secs_f64(cfg.objective);
+            let model = self
+                .status
+                .as_ref()
+                .and_then(|l| model_from(l, EPOCH, now, objective))
+                .map(|m| m.without_windows(now));
             *self = Ours {
                 restarted: now,
-                model: self.model.map(|m| m.without_windows(now)),
+                model,
+                status: self.status.take(),
+                status_refreshed: f64::NEG_INFINITY,
                 ..Ours::default()
             };
             for r in replicas.iter_mut() {
@@ -644,6 +661,19 @@ impl Ours {
             model: self.model,
         });
         self.model = rec.model;
+        // Status as the operator refreshes it (`controller::autoscaler::status`).
+        if rec.desired != desired
+            || now - self.status_refreshed >= autoscaler::STATUS_REFRESH.as_secs_f64()
+        {
+            self.status_refreshed = now;
+            let max_batch = i32::try_from(cfg.service.max_batch).unwrap_or(i32::MAX);
+            let learned = self
+                .model
+                .map(|m| learned_from(&m, cfg.metric, max_batch, EPOCH));
+            if learned_moved(self.status.as_ref(), learned.as_ref()) {
+                self.status = learned;
+            }
+        }
         if rec.desired != desired {
             self.decisions.push(PastDecision {
                 at: now,

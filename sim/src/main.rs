@@ -80,7 +80,7 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     max_queue: u32,
     /// Restart Modelfleet's operator every so often (such as `15m`): it loses its windows, last
-    /// scrapes and decisions, and keeps its latency model (`status.autoscaling.learned`).
+    /// scrapes and decisions, and starts from what `status.autoscaling.learned` kept.
     #[arg(long, value_parser = parse_duration)]
     operator_restarts: Option<Duration>,
     /// Threads running simulations.

@@ -14,7 +14,8 @@ use modelfleet_crds::{AutoscalingStatus, LatencyMetric, LearnedScaling, ScalingD
 use tracing::warn;
 
 use super::observe::{is_ready, metrics_url, parse_model_info};
-use super::validate::{Scaling, format_duration, parse_duration};
+use super::validate::{Scaling, format_duration};
+use crate::autoscale::learned::{learned_from, learned_moved, model_from};
 use crate::autoscale::policy::{
     self, LatencyModel, Observation, PastDecision, PolicyConfig, PolicyInput, Recommendation,
 };
@@ -31,8 +32,6 @@ pub const MAX_DECISIONS: usize = 5;
 /// Observed values in status are refreshed at most this often, unless the replica count changes:
 /// status writes stay rare while the figures drift.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(15);
-/// Relative change of a learned figure that is worth writing to status.
-const LEARNED_CHANGE: f64 = 0.1;
 
 /// What the autoscaler remembers about one ModelService between reconciles.
 #[derive(Debug, Default)]
@@ -114,116 +113,6 @@ impl State {
                 .checked_sub(since)
                 .unwrap_or(Timestamp::UNIX_EPOCH)
         })
-    }
-}
-
-/// The policy's model as `status.autoscaling.learned` shows it; `epoch` is the wall-clock time
-/// of the policy clock's zero.
-fn learned_from(
-    model: &LatencyModel,
-    metric: LatencyMetric,
-    max_concurrency: i32,
-    epoch: Timestamp,
-) -> LearnedScaling {
-    let seconds = |s: f64| format!("{}s", decimal(s));
-    LearnedScaling {
-        capacity_per_replica: decimal(model.capacity),
-        p95_floor: seconds(model.p95_floor),
-        p95_per_request: seconds(model.p95_slope),
-        mean_latency_floor: seconds(model.mean_floor),
-        mean_latency_per_request: seconds(model.mean_slope),
-        burst_dispersion: decimal(model.dispersion),
-        last_request_time: model
-            .last_request
-            .and_then(|t| SignedDuration::try_from_secs_f64(t).ok())
-            .and_then(|t| epoch.checked_add(t).ok())
-            .and_then(|t| Timestamp::from_second(t.as_second()).ok())
-            .map(Time),
-        metric,
-        objective: seconds(model.capacity_for.0),
-        max_concurrency,
-    }
-}
-
-/// The inverse of [`learned_from`], read at `at` on the policy's clock; `None` when a figure
-/// does not parse. An objective within a millisecond of `objective` is that objective (the
-/// policy compares them exactly).
-fn model_from(
-    l: &LearnedScaling,
-    epoch: Timestamp,
-    at: f64,
-    objective: Duration,
-) -> Option<LatencyModel> {
-    let seconds = |s: &str| parse_duration(s).map(|d| d.as_secs_f64());
-    let number = |s: &str| s.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
-    let written = seconds(&l.objective)?;
-    let objective = objective.as_secs_f64();
-    Some(LatencyModel {
-        p95_floor: seconds(&l.p95_floor)?,
-        p95_slope: seconds(&l.p95_per_request)?,
-        mean_floor: seconds(&l.mean_latency_floor)?,
-        mean_slope: seconds(&l.mean_latency_per_request)?,
-        capacity: number(&l.capacity_per_replica)?,
-        // The capacity may rise from now at the usual pace.
-        capacity_at: at,
-        capacity_for: (
-            if (written - objective).abs() < 1e-3 {
-                objective
-            } else {
-                written
-            },
-            u32::try_from(l.max_concurrency).ok()?,
-        ),
-        last_request: l
-            .last_request_time
-            .as_ref()
-            .map(|t| t.0.duration_since(epoch).as_secs_f64()),
-        dispersion: number(&l.burst_dispersion)?,
-        carried: None,
-    })
-}
-
-/// Whether `new` says something `old` does not: another measure, another last request, or a
-/// figure that moved by more than [`LEARNED_CHANGE`] (status is not rewritten for the drift of
-/// an estimate).
-fn learned_moved(old: Option<&LearnedScaling>, new: Option<&LearnedScaling>) -> bool {
-    let (Some(old), Some(new)) = (old, new) else {
-        return old != new;
-    };
-    let figures = |l: &LearnedScaling| {
-        [
-            &l.capacity_per_replica,
-            &l.p95_floor,
-            &l.p95_per_request,
-            &l.mean_latency_floor,
-            &l.mean_latency_per_request,
-            &l.burst_dispersion,
-        ]
-        .map(|f| f.trim_end_matches('s').parse::<f64>().unwrap_or(f64::NAN))
-    };
-    // A figure that does not parse (NaN) counts as moved.
-    let moved = figures(old).iter().zip(figures(new)).any(|(a, b)| {
-        let close = (a - b).abs() <= LEARNED_CHANGE * a.abs().max(b.abs());
-        a.is_nan() || b.is_nan() || !close
-    });
-    moved
-        || (old.metric, &old.objective, old.max_concurrency)
-            != (new.metric, &new.objective, new.max_concurrency)
-        || old.last_request_time != new.last_request_time
-}
-
-/// A decimal string with four significant digits and trailing zeros cut (`0.2134`, `12.5`);
-/// no fraction from 10⁴ on, and at most nine places.
-fn decimal(x: f64) -> String {
-    if !(x.is_finite() && x > 0.0) {
-        return "0".to_owned();
-    }
-    let places = (3 - x.log10().floor() as i32).clamp(0, 9) as usize;
-    let s = format!("{x:.places$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        s
     }
 }
 
@@ -468,6 +357,7 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autoscale::learned::tests::learned_model;
 
     fn tick(desired: u32, changed: bool) -> Tick {
         Tick {
@@ -509,85 +399,6 @@ mod tests {
         assert_eq!(s.last_scale_time, Some(t(6)));
         assert_eq!(s.observed_p95.as_deref(), Some("2.35s"));
         assert_eq!(s.observed_request_rate.as_deref(), Some("1.23"));
-    }
-
-    fn learned_model() -> LatencyModel {
-        LatencyModel {
-            p95_floor: 21.4321,
-            p95_slope: 5.5,
-            mean_floor: 8.7,
-            mean_slope: 3.25,
-            capacity: 0.213_456,
-            capacity_at: 100.0,
-            capacity_for: (30.0, 4),
-            last_request: Some(990.4),
-            dispersion: 4.2,
-            carried: None,
-        }
-    }
-
-    #[test]
-    fn decimals_keep_four_significant_digits() {
-        assert_eq!(decimal(0.213_456), "0.2135");
-        assert_eq!(decimal(12.5), "12.5");
-        assert_eq!(decimal(1234.56), "1235");
-        assert_eq!(decimal(0.000_123_46), "0.0001235");
-        assert_eq!(decimal(0.0), "0");
-        assert_eq!(decimal(f64::NAN), "0");
-    }
-
-    #[test]
-    fn the_learned_model_survives_a_round_trip_through_status() {
-        // The policy clock's zero is at 1_799_999_000 on the wall clock: its 990.4 s (the
-        // last request) is 1_799_999_990.4.
-        let epoch = Timestamp::from_second(1_799_999_000).expect("time");
-        let l = learned_from(&learned_model(), LatencyMetric::RequestLatency, 4, epoch);
-        assert_eq!(l.capacity_per_replica, "0.2135");
-        assert_eq!(
-            (l.p95_floor.as_str(), l.p95_per_request.as_str()),
-            ("21.43s", "5.5s")
-        );
-        assert_eq!(l.burst_dispersion, "4.2");
-        assert_eq!(l.objective, "30s");
-        // Whole seconds, as the apiserver stores them.
-        assert_eq!(
-            l.last_request_time,
-            Some(Time(Timestamp::from_second(1_799_999_990).expect("time")))
-        );
-        // Read back by a process started at 1_800_000_015, whose clock reads 5 s.
-        let later = Timestamp::from_second(1_800_000_015).expect("time");
-        let m = model_from(&l, later, 5.0, Duration::from_secs(30)).expect("parses");
-        let want = learned_model();
-        assert!((m.p95_floor - 21.43).abs() < 1e-9, "{m:?}");
-        assert!((m.capacity - 0.2135).abs() < 1e-9, "{m:?}");
-        assert_eq!(
-            (m.mean_slope, m.dispersion),
-            (want.mean_slope, want.dispersion)
-        );
-        assert_eq!((m.capacity_at, m.capacity_for), (5.0, (30.0, 4)));
-        // 25 s before the new process started.
-        assert_eq!(m.last_request, Some(-25.0));
-        // Milliseconds survive: a time to first token is tens of them.
-        let fast = LatencyModel {
-            p95_floor: 0.0423,
-            p95_slope: 0.000_81,
-            capacity_for: (1.005, 4),
-            ..learned_model()
-        };
-        let l = learned_from(&fast, LatencyMetric::TimeToFirstToken, 4, epoch);
-        assert_eq!(
-            (l.p95_per_request.as_str(), l.objective.as_str()),
-            ("0.00081s", "1.005s")
-        );
-        let m = model_from(&l, later, 5.0, Duration::from_millis(1005)).expect("parses");
-        assert_eq!((m.p95_floor, m.p95_slope), (0.0423, 0.000_81));
-        assert_eq!(m.capacity_for.0, Duration::from_millis(1005).as_secs_f64());
-        // A figure that does not parse: nothing is restored.
-        let bad = LearnedScaling {
-            p95_floor: "fast".to_owned(),
-            ..l
-        };
-        assert_eq!(model_from(&bad, later, 5.0, Duration::from_secs(30)), None);
     }
 
     #[test]
