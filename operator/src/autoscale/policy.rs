@@ -380,6 +380,16 @@ fn arrival(o: &Observation, joined_or_left: bool) -> f64 {
     (rate * scale).max(0.0)
 }
 
+/// Consecutive idle windows (no request arrived, finished or waited).
+struct IdleRun {
+    /// End of the last busy window before them, when known.
+    after: Option<f64>,
+    /// End of the first busy window after them, or now.
+    until: f64,
+    /// End of the last of them.
+    last_idle: f64,
+}
+
 /// The count a scale-down goes to from the windows' asks over the delay: `current` while any
 /// window asks for as many, else what `DOWN_QUANTILE` of them asked for at most.
 fn scale_down_target(mut asks: Vec<u32>, current: u32) -> u32 {
@@ -808,8 +818,7 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // duration: replicas are kept for `IDLE_HOLD` scale-down delays after the last request.
     // A pause within the delay counts toward a scale-down only once it lasted that long; gaps
     // shorter than `SIZE_SPAN` are sparse traffic, not a pause.
-    // Idle runs as (last busy window before, first busy window after or now, last idle window).
-    let mut runs: Vec<(Option<f64>, f64, f64)> = Vec::new();
+    let mut runs: Vec<IdleRun> = Vec::new();
     // Before the first window kept, the last request the lost windows saw (after a restart).
     let mut last_busy = model.carried.and_then(|c| c.last_request);
     for (i, o) in obs.iter().enumerate() {
@@ -817,18 +826,22 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
             last_busy = Some(o.at);
             continue;
         }
-        let end = obs.get(i + 1).map_or(input.now, |next| next.at);
+        let until = obs.get(i + 1).map_or(input.now, |next| next.at);
         match runs.last_mut() {
-            Some(run) if i > 0 && idle(obs[i - 1]) => (run.1, run.2) = (end, o.at),
-            _ => runs.push((last_busy, end, o.at)),
+            Some(run) if i > 0 && idle(obs[i - 1]) => (run.until, run.last_idle) = (until, o.at),
+            _ => runs.push(IdleRun {
+                after: last_busy,
+                until,
+                last_idle: o.at,
+            }),
         }
     }
-    let pause = runs.iter().find_map(|&(start, end, last_idle)| {
-        let start = start?;
-        (last_idle >= input.now - delay
-            && end - start >= SIZE_SPAN
-            && end - start < IDLE_HOLD * delay)
-            .then_some((start, end))
+    let pause = runs.iter().find_map(|run| {
+        let start = run.after?;
+        (run.last_idle >= input.now - delay
+            && run.until - start >= SIZE_SPAN
+            && run.until - start < IDLE_HOLD * delay)
+            .then_some((start, run.until))
     });
     if let Some((start, end)) = pause {
         return keep(format!(
