@@ -470,7 +470,6 @@ fn mark_patched(ctx: &Context, uid: &str) {
     }
 }
 
-/// Which top-level status fields and conditions differ, for the debug log.
 /// The JSON merge patch (RFC 7386) that turns `old` into `new`: `new`, with a null for every
 /// field `old` has and `new` leaves out. Status fields that are `None` are not serialized, and
 /// a merge patch without them leaves the old values in place (an idle service kept its last
@@ -491,6 +490,7 @@ fn merge_patch(old: &serde_json::Value, new: serde_json::Value) -> serde_json::V
     }
 }
 
+/// Which top-level status fields and conditions differ, for the debug log.
 fn status_diff(old: Option<&ModelServiceStatus>, new: &ModelServiceStatus) -> String {
     let old = serde_json::to_value(old.cloned().unwrap_or_default()).unwrap_or_default();
     let new = serde_json::to_value(new).unwrap_or_default();
