@@ -590,10 +590,6 @@ impl Ours {
         desired: u32,
         ready: u32,
     ) -> u32 {
-        // Scrape every ready replica as the operator does; a replica's first scrape gives no
-        // window yet, and with no window from any replica and none before there is no
-        // decision (`controller::autoscaler::tick`).
-        let mut reports = Vec::new();
         // An operator restart loses the windows, the last scrapes and the decisions; the model
         // comes back from `status.autoscaling.learned` as the operator wrote it
         // (`controller::autoscaler::State::restore`).
@@ -618,6 +614,10 @@ impl Ours {
                 r.last_scrape = None;
             }
         }
+        // Scrape every ready replica as the operator does; a replica's first scrape gives no
+        // window yet, and with no window from any replica and none before there is no
+        // decision (`controller::autoscaler::tick`).
+        let mut reports = Vec::new();
         for (i, r) in replicas.iter_mut().enumerate() {
             if r.phase != Phase::Ready {
                 continue;
