@@ -642,10 +642,10 @@ pub struct AutoscalingStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5))]
     pub last_decisions: Vec<ScalingDecision>,
-    /// What the autoscaler learned about the replicas and the traffic, rewritten when a figure
-    /// moves by more than a tenth (and with the observed figures, at most every 15 s). The
-    /// windows it learned it from live in the operator's memory; a restarted operator starts
-    /// from this.
+    /// What the autoscaler learned about the replicas and the traffic, rewritten (with the
+    /// observed figures, at most every 15 s) when a figure moves by more than a tenth or a
+    /// later request came. The windows it learned it from live in the operator's memory; a
+    /// restarted operator starts from this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned: Option<LearnedScaling>,
 }

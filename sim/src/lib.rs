@@ -298,7 +298,7 @@ pub struct View<'a> {
 }
 
 /// The Modelfleet policy as the operator runs it: scrape every 5 s, window, decide.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Ours {
     observations: Vec<Observation>,
     decisions: Vec<PastDecision>,
@@ -308,6 +308,20 @@ struct Ours {
     /// `status.autoscaling.learned` as the operator writes it, and when it last looked.
     status: Option<LearnedScaling>,
     status_refreshed: f64,
+}
+
+impl Default for Ours {
+    fn default() -> Self {
+        Self {
+            observations: Vec::new(),
+            decisions: Vec::new(),
+            model: None,
+            restarted: 0.0,
+            status: None,
+            // A new operator refreshes status at its first decision.
+            status_refreshed: f64::NEG_INFINITY,
+        }
+    }
 }
 
 /// The wall-clock time of the simulated clock's zero (any will do: status converts through it).
@@ -582,6 +596,23 @@ fn apply(replicas: &mut Vec<Replica>, desired: u32, ready_at_step: u64) {
 }
 
 impl Ours {
+    /// An operator restart: the windows, the last scrapes (the caller's) and the decisions are
+    /// lost; the model comes back from `status.autoscaling.learned` as the operator wrote it
+    /// (`controller::autoscaler::State::restore`).
+    fn restart(&mut self, now: f64, objective: Duration) {
+        let model = self
+            .status
+            .as_ref()
+            .and_then(|l| model_from(l, EPOCH, now, objective))
+            .map(|m| m.without_windows(now));
+        *self = Ours {
+            restarted: now,
+            model,
+            status: self.status.take(),
+            ..Ours::default()
+        };
+    }
+
     fn decide(
         &mut self,
         cfg: &RunConfig,
@@ -590,26 +621,11 @@ impl Ours {
         desired: u32,
         ready: u32,
     ) -> u32 {
-        // An operator restart loses the windows, the last scrapes and the decisions; the model
-        // comes back from `status.autoscaling.learned` as the operator wrote it
-        // (`controller::autoscaler::State::restore`).
         if cfg
             .operator_restarts
             .is_some_and(|every| now >= self.restarted + every)
         {
-            let objective = Duration::from_secs_f64(cfg.objective);
-            let model = self
-                .status
-                .as_ref()
-                .and_then(|l| model_from(l, EPOCH, now, objective))
-                .map(|m| m.without_windows(now));
-            *self = Ours {
-                restarted: now,
-                model,
-                status: self.status.take(),
-                status_refreshed: f64::NEG_INFINITY,
-                ..Ours::default()
-            };
+            self.restart(now, Duration::from_secs_f64(cfg.objective));
             for r in replicas.iter_mut() {
                 r.last_scrape = None;
             }
@@ -751,5 +767,49 @@ impl Rng {
     /// Uniform index below `n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
         ((self.uniform() * n as f64) as usize).min(n.saturating_sub(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_operator_starts_from_what_status_kept() {
+        let model = LatencyModel {
+            p95_floor: 20.0,
+            p95_slope: 4.0,
+            mean_floor: 9.0,
+            mean_slope: 3.0,
+            capacity: 0.2,
+            capacity_for: (30.0, 4),
+            last_request: Some(900.0),
+            dispersion: 4.0,
+            ..LatencyModel::default()
+        };
+        let mut ours = Ours {
+            observations: vec![Observation::default()],
+            model: Some(model),
+            status: Some(learned_from(
+                &model,
+                LatencyMetric::RequestLatency,
+                4,
+                EPOCH,
+            )),
+            ..Ours::default()
+        };
+        ours.restart(1000.0, Duration::from_secs(30));
+        assert!(ours.observations.is_empty());
+        let m = ours.model.expect("restored");
+        assert_eq!((m.capacity, m.capacity_at), (0.2, 1000.0));
+        let carried = m.carried.expect("carried");
+        assert_eq!(
+            (carried.last_request, carried.dispersion),
+            (Some(900.0), 4.0)
+        );
+        // Nothing in status: nothing to start from.
+        ours.status = None;
+        ours.restart(2000.0, Duration::from_secs(30));
+        assert_eq!(ours.model, None);
     }
 }

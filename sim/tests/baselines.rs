@@ -161,7 +161,9 @@ fn a_fleet_with_equal_bounds_never_changes() {
 fn an_operator_restart_in_a_pause_keeps_the_replicas() {
     // On for 600 s from the warm-up's end (300 s), off from 900 s to 1500 s; the operator
     // restarts at 1000 s, early in the pause. It keeps the pause's start (the last request)
-    // with its model, so the replicas stay for the pause as without the restart.
+    // with its model, so the replicas stay for the pause as without the restart: a model
+    // restored without the last request scaled down one delay after the restart. (An operator
+    // with no model at all holds longer still; `Ours::restart` is tested in the crate.)
     let pairs = vec![(300, 60), (800, 150), (100, 20)];
     let reqs = Synthetic::OnOff.generate(&pairs, 1.5, 300.0, 1500.0, 3);
     let cfg = RunConfig {

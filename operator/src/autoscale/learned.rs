@@ -37,7 +37,13 @@ pub fn learned_from(
             .and_then(|t| Timestamp::from_second(t.as_second()).ok())
             .map(Time),
         metric,
-        objective: seconds(model.capacity_for.0),
+        // Exact to the millisecond: the policy compares it with the spec's.
+        objective: format!(
+            "{}s",
+            format!("{:.3}", model.capacity_for.0)
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+        ),
         max_concurrency,
     }
 }
@@ -200,6 +206,17 @@ pub(crate) mod tests {
         let m = model_from(&l, later, 5.0, Duration::from_millis(1005)).expect("parses");
         assert_eq!((m.p95_floor, m.p95_slope), (0.0423, 0.000_81));
         assert_eq!(m.capacity_for.0, Duration::from_millis(1005).as_secs_f64());
+        // An objective past ten seconds with milliseconds: four significant digits would cut
+        // it, and the policy would drop the restored capacity as measured for another one.
+        let objective = Duration::from_millis(12_345);
+        let slow = LatencyModel {
+            capacity_for: (objective.as_secs_f64(), 4),
+            ..learned_model()
+        };
+        let l = learned_from(&slow, LatencyMetric::RequestLatency, 4, epoch);
+        assert_eq!(l.objective, "12.345s");
+        let m = model_from(&l, later, 5.0, objective).expect("parses");
+        assert_eq!(m.capacity_for.0, objective.as_secs_f64());
         // A figure that does not parse: nothing is restored.
         let bad = LearnedScaling {
             p95_floor: "fast".to_owned(),

@@ -317,8 +317,9 @@ async fn reconcile_inner(
     }
 
     // Status.
-    // Whole seconds, as the apiserver stores a Time: a status that remembers a finer one differs
-    // from what it reads back, and would be written again at every reconcile.
+    // Whole seconds, as a Time is written (k8s-openapi serializes `%SZ`): a status that
+    // remembers a finer one differs from what it reads back, and would be written again at
+    // every reconcile.
     let wall = k8s_openapi::jiff::Timestamp::now();
     let now = Time(k8s_openapi::jiff::Timestamp::from_second(wall.as_second()).unwrap_or(wall));
     let mut new_status = status::compute(ms, validated.as_ref(), &observed, &now);
@@ -416,7 +417,7 @@ async fn reconcile_inner(
             &PatchParams::default(),
             &Patch::Merge(json!({ "status": merge_patch(
                 &serde_json::to_value(&ms.status).unwrap_or_default(),
-                serde_json::to_value(&new_status).unwrap_or_default(),
+                json!(new_status),
             ) })),
         )
         .await
@@ -474,6 +475,8 @@ fn mark_patched(ctx: &Context, uid: &str) {
 /// field `old` has and `new` leaves out. Status fields that are `None` are not serialized, and
 /// a merge patch without them leaves the old values in place (an idle service kept its last
 /// p95, differed from what the operator computed, and was written again at every reconcile).
+/// `old` is the cached object: a field it does not show yet survives until the next reconcile
+/// sees it and removes it.
 fn merge_patch(old: &serde_json::Value, new: serde_json::Value) -> serde_json::Value {
     match (old.as_object(), new) {
         (Some(old), serde_json::Value::Object(mut new)) => {

@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use modelfleet_crds::conditions::{self, reasons};
-use modelfleet_crds::{ModelService, ModelServiceStatus, WeightsPhase, WeightsStatus};
+use modelfleet_crds::{ModelInfo, ModelService, ModelServiceStatus, WeightsPhase, WeightsStatus};
 
 use super::observe::{Observed, RuntimeProgress};
 use super::validate::{InvalidSpec, Validated};
@@ -178,19 +178,37 @@ pub fn compute(
         desired_replicas: Some(desired),
         selector: Some(crate::build::selector_string(v)),
         weights: Some(weights),
-        model: observed
-            .model
-            .clone()
-            .or_else(|| old.model.clone())
-            .or_else(|| {
-                v.weight_bytes.map(|b| modelfleet_crds::ModelInfo {
+        model: model_info(
+            observed.model.clone(),
+            old.model.clone().or_else(|| {
+                v.weight_bytes.map(|b| ModelInfo {
                     weight_bytes: i64::try_from(b).ok(),
                     ..Default::default()
                 })
             }),
+        ),
         conditions: merge_conditions(&old.conditions, conds, generation, now),
         autoscaling: old.autoscaling,
     }
+}
+
+/// The model a header read from a runtime pod describes, with what was known before where it
+/// says nothing: a pod that is still loading publishes its header before the size of its
+/// weights, and the size from the store's HEAD request must not be lost to it.
+fn model_info(header: Option<ModelInfo>, known: Option<ModelInfo>) -> Option<ModelInfo> {
+    let Some(known) = known else {
+        return header;
+    };
+    let Some(h) = header else {
+        return Some(known);
+    };
+    Some(ModelInfo {
+        quantization: h.quantization.or(known.quantization),
+        weight_bytes: h.weight_bytes.or(known.weight_bytes),
+        architecture: h.architecture.or(known.architecture),
+        parameter_count: h.parameter_count.or(known.parameter_count),
+        context_length: h.context_length.or(known.context_length),
+    })
 }
 
 /// Whether the Deployment has caught up with the spec we applied.
@@ -444,6 +462,34 @@ mod tests {
 
     fn t(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("time"))
+    }
+
+    #[test]
+    fn a_header_without_the_size_keeps_the_size_known_before() {
+        // A loading pod publishes its header before the size of its weights.
+        let header = ModelInfo {
+            quantization: Some("Q4_1".to_owned()),
+            architecture: Some("llama".to_owned()),
+            ..ModelInfo::default()
+        };
+        let sized = ModelInfo {
+            weight_bytes: Some(98_000_000),
+            ..ModelInfo::default()
+        };
+        let m = model_info(Some(header.clone()), Some(sized)).expect("model");
+        assert_eq!(m.quantization.as_deref(), Some("Q4_1"));
+        assert_eq!(m.weight_bytes, Some(98_000_000));
+        // What the header says wins; nothing known, the header alone; no header, what was known.
+        let bigger = ModelInfo {
+            weight_bytes: Some(99_000_000),
+            ..header.clone()
+        };
+        assert_eq!(
+            model_info(Some(bigger.clone()), Some(m.clone())),
+            Some(bigger)
+        );
+        assert_eq!(model_info(Some(header.clone()), None), Some(header));
+        assert_eq!(model_info(None, Some(m.clone())), Some(m));
     }
 
     fn deployment(replicas: i32, ready: i32) -> Deployment {
