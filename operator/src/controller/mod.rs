@@ -86,16 +86,42 @@ pub struct Context {
     autoscalers: Mutex<HashMap<String, autoscaler::State>>,
     /// The autoscaler's clock starts here.
     started: Instant,
-    /// When each ModelService's status was last written (by uid), to pace progress updates.
-    status_writes: Mutex<HashMap<String, Instant>>,
-    /// The `Ready` and `Stalled` (status, reason) this process last announced or saw, by uid:
-    /// a reconcile right after a status patch may see a cached object without it, and must not
-    /// announce the same transition again.
-    announced: Mutex<HashMap<String, (Instant, Announced)>>,
+    /// What this process wrote about each ModelService (by uid), forgotten after an hour
+    /// without a reconcile.
+    written: Mutex<HashMap<String, Written>>,
+}
+
+/// What this process wrote about one ModelService. A reconcile right after a write may see a
+/// cached object that does not show it yet.
+#[derive(Debug)]
+struct Written {
+    /// When a reconcile last used this.
+    touched: Instant,
+    /// When status was last patched, to pace progress updates.
+    patched: Option<Instant>,
+    /// The `Ready` and `Stalled` (status, reason) last announced or seen: the same transition
+    /// is not announced again.
+    announced: Announced,
 }
 
 /// (status, reason) per condition type.
 type Announced = HashMap<&'static str, (String, String)>;
+
+impl Context {
+    /// Runs `f` on what this process wrote about `uid`, forgetting ModelServices no reconcile
+    /// touched for an hour; `None` when the lock is poisoned.
+    fn written<T>(&self, uid: &str, f: impl FnOnce(&mut Written) -> T) -> Option<T> {
+        let mut map = self.written.lock().ok()?;
+        map.retain(|_, w| w.touched.elapsed() < Duration::from_secs(3600));
+        let w = map.entry(uid.to_owned()).or_insert_with(|| Written {
+            touched: Instant::now(),
+            patched: None,
+            announced: Announced::new(),
+        });
+        w.touched = Instant::now();
+        Some(f(w))
+    }
+}
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,8 +154,7 @@ impl Context {
             failures: Mutex::default(),
             autoscalers: Mutex::default(),
             started: Instant::now(),
-            status_writes: Mutex::default(),
-            announced: Mutex::default(),
+            written: Mutex::default(),
         })
     }
 }
@@ -459,16 +484,12 @@ fn without_progress(s: &ModelServiceStatus) -> ModelServiceStatus {
 }
 
 fn recently_patched(ctx: &Context, uid: &str, within: Duration) -> bool {
-    ctx.status_writes
-        .lock()
-        .is_ok_and(|m| m.get(uid).is_some_and(|t| t.elapsed() < within))
+    ctx.written(uid, |w| w.patched.is_some_and(|t| t.elapsed() < within))
+        .unwrap_or(false)
 }
 
 fn mark_patched(ctx: &Context, uid: &str) {
-    if let Ok(mut m) = ctx.status_writes.lock() {
-        m.retain(|_, t| t.elapsed() < Duration::from_secs(3600));
-        m.insert(uid.to_owned(), Instant::now());
-    }
+    ctx.written(uid, |w| w.patched = Some(Instant::now()));
 }
 
 /// The JSON merge patch (RFC 7386) that turns `old` into `new`: `new`, with a null for every
@@ -702,19 +723,13 @@ async fn publish_transitions(
     uid: &str,
     new: &ModelServiceStatus,
 ) {
-    let changed = {
-        let Ok(mut map) = ctx.announced.lock() else {
-            return;
-        };
-        map.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(3600));
-        let (seen, announced) = map
-            .entry(uid.to_owned())
-            .or_insert_with(|| (Instant::now(), Announced::new()));
-        *seen = Instant::now();
-        transitions(ms.status.as_ref(), new, announced)
+    let Some(changed) = ctx.written(uid, |w| {
+        transitions(ms.status.as_ref(), new, &mut w.announced)
             .into_iter()
             .map(|(t, c)| (t, c.clone()))
             .collect::<Vec<_>>()
+    }) else {
+        return;
     };
     for (type_, after) in changed {
         let warning = (type_ == conditions::STALLED && after.status == "True")
