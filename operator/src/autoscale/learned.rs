@@ -57,16 +57,22 @@ pub fn model_from(
     at: f64,
     objective: Duration,
 ) -> Option<LatencyModel> {
-    let seconds = |s: &str| parse_duration(s).map(|d| d.as_secs_f64());
-    let number = |s: &str| s.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+    let [
+        capacity,
+        p95_floor,
+        p95_slope,
+        mean_floor,
+        mean_slope,
+        dispersion,
+    ] = figures(l);
     let written = seconds(&l.objective)?;
     let objective = objective.as_secs_f64();
     Some(LatencyModel {
-        p95_floor: seconds(&l.p95_floor)?,
-        p95_slope: seconds(&l.p95_per_request)?,
-        mean_floor: seconds(&l.mean_latency_floor)?,
-        mean_slope: seconds(&l.mean_latency_per_request)?,
-        capacity: number(&l.capacity_per_replica)?,
+        p95_floor: p95_floor?,
+        p95_slope: p95_slope?,
+        mean_floor: mean_floor?,
+        mean_slope: mean_slope?,
+        capacity: capacity?,
         // The capacity may rise from now at the usual pace.
         capacity_at: at,
         capacity_for: (
@@ -81,9 +87,28 @@ pub fn model_from(
             .last_request_time
             .as_ref()
             .map(|t| t.0.duration_since(epoch).as_secs_f64()),
-        dispersion: number(&l.burst_dispersion)?,
+        dispersion: dispersion?,
         carried: None,
     })
+}
+
+/// Seconds from a latency as [`learned_from`] writes it.
+fn seconds(s: &str) -> Option<f64> {
+    parse_duration(s).map(|d| d.as_secs_f64())
+}
+
+/// The figures of a learned status, `None` where one does not parse: the capacity, the p95's
+/// floor and cost per request, the mean's floor and cost per request, the dispersion.
+fn figures(l: &LearnedScaling) -> [Option<f64>; 6] {
+    let number = |s: &str| s.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+    [
+        number(&l.capacity_per_replica),
+        seconds(&l.p95_floor),
+        seconds(&l.p95_per_request),
+        seconds(&l.mean_latency_floor),
+        seconds(&l.mean_latency_per_request),
+        number(&l.burst_dispersion),
+    ]
 }
 
 /// Whether `new` says something `old` does not: another measure, another last request, or a
@@ -93,22 +118,14 @@ pub fn learned_moved(old: Option<&LearnedScaling>, new: Option<&LearnedScaling>)
     let (Some(old), Some(new)) = (old, new) else {
         return old != new;
     };
-    let figures = |l: &LearnedScaling| {
-        [
-            &l.capacity_per_replica,
-            &l.p95_floor,
-            &l.p95_per_request,
-            &l.mean_latency_floor,
-            &l.mean_latency_per_request,
-            &l.burst_dispersion,
-        ]
-        .map(|f| f.trim_end_matches('s').parse::<f64>().unwrap_or(f64::NAN))
-    };
-    // A figure that does not parse (NaN) counts as moved.
-    let moved = figures(old).iter().zip(figures(new)).any(|(a, b)| {
-        let close = (a - b).abs() <= LEARNED_CHANGE * a.abs().max(b.abs());
-        a.is_nan() || b.is_nan() || !close
-    });
+    // A figure that does not parse counts as moved.
+    let moved = figures(old)
+        .into_iter()
+        .zip(figures(new))
+        .any(|pair| match pair {
+            (Some(a), Some(b)) => (a - b).abs() > LEARNED_CHANGE * a.max(b),
+            _ => true,
+        });
     moved
         || (old.metric, &old.objective, old.max_concurrency)
             != (new.metric, &new.objective, new.max_concurrency)
