@@ -677,6 +677,14 @@ pub struct LearnedScaling {
     /// autoscaler provisions for it.
     #[schemars(length(max = 32))]
     pub burst_dispersion: String,
+    /// Factor by which what the requests attained raised the capacity the latencies gave, as a
+    /// decimal string (absent: 1). It rises while more than 99.8 % of the requests meet the
+    /// objective and falls with each that misses it: the latency fit errs on the safe side,
+    /// and this takes back what the requests show it does not need. `capacityPerReplica` is
+    /// before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub attainment_factor: Option<String>,
     /// When the replicas last had a request (the start of a pause).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request_time: Option<Time>,

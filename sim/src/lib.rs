@@ -654,7 +654,7 @@ impl Ours {
         }
         if !reports.is_empty() {
             self.observations
-                .push(window::summarize(&reports).observation(cfg.metric, now));
+                .push(window::summarize(&reports).observation(cfg.metric, cfg.objective, now));
         }
         let keep_from =
             now - policy::history_seconds(Duration::from_secs_f64(cfg.scale_down_delay));

@@ -30,6 +30,7 @@ pub fn learned_from(
         mean_latency_floor: seconds(model.mean_floor),
         mean_latency_per_request: seconds(model.mean_slope),
         burst_dispersion: decimal(model.dispersion),
+        attainment_factor: (model.attainment_ln > 0.0).then(|| decimal(model.attainment_ln.exp())),
         last_request_time: model
             .last_request
             .and_then(|t| SignedDuration::try_from_secs_f64(t).ok())
@@ -64,6 +65,7 @@ pub fn model_from(
         mean_floor,
         mean_slope,
         dispersion,
+        factor,
     ] = figures(l);
     let written = seconds(&l.objective)?;
     let objective = objective.as_secs_f64();
@@ -88,6 +90,10 @@ pub fn model_from(
             .as_ref()
             .map(|t| t.0.duration_since(epoch).as_secs_f64()),
         dispersion: dispersion?,
+        // Below 1 only by rounding: the policy never lowers it past 1.
+        attainment_ln: factor?.max(1.0).ln(),
+        // The windows it counted are not counted again.
+        attainment_at: at,
         carried: None,
     })
 }
@@ -98,8 +104,9 @@ fn seconds(s: &str) -> Option<f64> {
 }
 
 /// The figures of a learned status, `None` where one does not parse: the capacity, the p95's
-/// floor and cost per request, the mean's floor and cost per request, the dispersion.
-fn figures(l: &LearnedScaling) -> [Option<f64>; 6] {
+/// floor and cost per request, the mean's floor and cost per request, the dispersion, the
+/// attainment factor (1 when absent).
+fn figures(l: &LearnedScaling) -> [Option<f64>; 7] {
     let number = |s: &str| s.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
     [
         number(&l.capacity_per_replica),
@@ -108,6 +115,7 @@ fn figures(l: &LearnedScaling) -> [Option<f64>; 6] {
         seconds(&l.mean_latency_floor),
         seconds(&l.mean_latency_per_request),
         number(&l.burst_dispersion),
+        l.attainment_factor.as_deref().map_or(Some(1.0), number),
     ]
 }
 
@@ -164,6 +172,8 @@ pub(crate) mod tests {
             last_request: Some(990.4),
             dispersion: 4.2,
             carried: None,
+            attainment_ln: 1.125_f64.ln(),
+            attainment_at: 990.0,
         }
     }
 
@@ -189,6 +199,7 @@ pub(crate) mod tests {
             ("21.43s", "5.5s")
         );
         assert_eq!(l.burst_dispersion, "4.2");
+        assert_eq!(l.attainment_factor.as_deref(), Some("1.125"));
         assert_eq!(l.objective, "30s");
         // Whole seconds, as the apiserver stores them.
         assert_eq!(
@@ -206,6 +217,20 @@ pub(crate) mod tests {
             (want.mean_slope, want.dispersion)
         );
         assert_eq!((m.capacity_at, m.capacity_for), (5.0, (30.0, 4)));
+        assert!((m.attainment_ln - want.attainment_ln).abs() < 1e-9, "{m:?}");
+        // Its windows are not counted again.
+        assert_eq!(m.attainment_at, 5.0);
+        // Written before the factor existed, or with none: 1.
+        let none = LearnedScaling {
+            attainment_factor: None,
+            ..l.clone()
+        };
+        let m = model_from(&none, later, 5.0, Duration::from_secs(30)).expect("parses");
+        assert_eq!(m.attainment_ln, 0.0);
+        assert_eq!(
+            learned_from(&m, LatencyMetric::RequestLatency, 4, epoch).attainment_factor,
+            None
+        );
         // 25 s before the new process started.
         assert_eq!(m.last_request, Some(-25.0));
         // Milliseconds survive: a time to first token is tens of them.

@@ -223,6 +223,27 @@ impl Histogram {
         Some(lower_bound)
     }
 
+    /// Observations above `x`, interpolated linearly inside its bucket (as [`Self::quantile`]);
+    /// those in the `+Inf` bucket count as above.
+    pub fn count_above(&self, x: f64) -> f64 {
+        let total = self.total();
+        let mut lower_bound = 0.0;
+        let mut lower_count = 0.0;
+        for b in &self.buckets {
+            if b.le.is_infinite() {
+                break;
+            }
+            if x <= b.le {
+                let share = ((x - lower_bound) / (b.le - lower_bound)).clamp(0.0, 1.0);
+                let below = lower_count + (b.count - lower_count) * share;
+                return (total - below).max(0.0);
+            }
+            lower_bound = b.le;
+            lower_count = b.count;
+        }
+        (total - lower_count).max(0.0)
+    }
+
     /// Mean of the observations, from `sum / count`.
     pub fn mean(&self) -> Option<f64> {
         (self.count > 0.0).then(|| self.sum / self.count)
@@ -484,6 +505,12 @@ pub struct WindowSummary {
     pub prompt_token_rate: f64,
     /// Generated tokens per second.
     pub generated_token_rate: f64,
+    /// The pods' request-duration histograms of the window, added up.
+    #[serde(skip)]
+    pub duration_histogram: Histogram,
+    /// The pods' time-to-first-token histograms of the window, added up.
+    #[serde(skip)]
+    pub ttft_histogram: Histogram,
 }
 
 /// Adds up the pods' windows. Missing pods add nothing and are listed by name.
@@ -521,16 +548,18 @@ pub fn summarize(reports: &[PodReport]) -> WindowSummary {
     s.request_duration = Quantiles::of(&duration);
     s.time_to_first_token = Quantiles::of(&ttft);
     s.concurrency = (duration.count > 0.0).then_some(concurrency);
+    s.duration_histogram = duration;
+    s.ttft_histogram = ttft;
     s
 }
 
 impl WindowSummary {
     /// The policy's input for this window, at `at` (seconds on the caller's clock), for the
     /// latency the objective is about.
-    pub fn observation(&self, metric: LatencyMetric, at: f64) -> Observation {
-        let q = match metric {
-            LatencyMetric::RequestLatency => &self.request_duration,
-            LatencyMetric::TimeToFirstToken => &self.time_to_first_token,
+    pub fn observation(&self, metric: LatencyMetric, objective: f64, at: f64) -> Observation {
+        let (q, h) = match metric {
+            LatencyMetric::RequestLatency => (&self.request_duration, &self.duration_histogram),
+            LatencyMetric::TimeToFirstToken => (&self.time_to_first_token, &self.ttft_histogram),
         };
         Observation {
             at,
@@ -546,6 +575,7 @@ impl WindowSummary {
             concurrency: self.concurrency,
             in_flight: self.in_flight,
             queued: self.queued,
+            over_objective: h.count_above(objective),
         }
     }
 }
@@ -696,6 +726,26 @@ mod tests {
     }
 
     #[test]
+    fn counts_above_a_latency_interpolate_inside_the_bucket_like_the_quantiles() {
+        let mut h = Histogram::with_bounds(&[1.0, 2.0, 4.0]);
+        for v in [0.5, 1.5, 1.5, 3.0] {
+            h.observe(v);
+        }
+        assert_eq!(h.count_above(0.0), 4.0);
+        // (1,2] holds 2: half of them lie above 1.5.
+        assert_eq!(h.count_above(1.5), 2.0);
+        assert_eq!(h.count_above(2.0), 1.0);
+        // The inverse of the quantile: 5 % of 4 lie above the p95.
+        let p95 = h.quantile(0.95).unwrap();
+        assert!((h.count_above(p95) - 0.2).abs() < 1e-9);
+        assert_eq!(h.count_above(4.0), 0.0);
+        // The `+Inf` bucket counts as above whatever the latency.
+        h.observe(100.0);
+        assert_eq!(h.count_above(50.0), 1.0);
+        assert_eq!(Histogram::with_bounds(&[1.0]).count_above(0.5), 0.0);
+    }
+
+    #[test]
     fn windows_are_deltas_of_cumulative_scrapes_and_survive_restarts() {
         let rt = FakeRuntime::new();
         for _ in 0..10 {
@@ -773,11 +823,18 @@ mod tests {
         assert_eq!(s.in_flight, 4.0);
         assert_eq!(s.queued, 2.0);
         assert!((s.concurrency.unwrap() - 10.0).abs() < 1e-9);
-        let o = s.observation(LatencyMetric::RequestLatency, 100.0);
+        let o = s.observation(LatencyMetric::RequestLatency, 30.0, 100.0);
         assert_eq!(o.replicas_measured, 2);
         assert_eq!(o.replicas_missing, 1);
         assert!((o.arrival_rate - 11.2).abs() < 1e-9, "{}", o.arrival_rate);
         assert!(o.p95.is_some());
+        // The 100 requests took 1 s each: within an objective of 30 s, over one of 0.5 s.
+        assert_eq!(o.over_objective, 0.0);
+        let strict = s.observation(LatencyMetric::RequestLatency, 0.5, 100.0);
+        assert_eq!(strict.over_objective, 100.0);
+        // No first token was timed.
+        let ttft = s.observation(LatencyMetric::TimeToFirstToken, 0.5, 100.0);
+        assert_eq!(ttft.over_objective, 0.0);
         // Nobody answered: no latency and no rate, not zero latency.
         let none = summarize(&[PodReport::Missing {
             pod: "a".into(),

@@ -223,7 +223,7 @@ pub async fn tick(
 
     let at = now.duration_since(started).as_secs_f64();
     let summary = window::summarize(&reports);
-    let observation = summary.observation(scaling.metric, at);
+    let observation = summary.observation(scaling.metric, scaling.objective.as_secs_f64(), at);
     let (p95, rate) = (observation.p95, observation.completed_rate);
     if !reports.is_empty() {
         state.observations.push_back(observation);
@@ -477,6 +477,11 @@ mod tests {
             },
             LatencyModel {
                 last_request: Some(1990.0),
+                ..learned_model()
+            },
+            // The attainment factor from 1.125 to 1.3.
+            LatencyModel {
+                attainment_ln: 1.3_f64.ln(),
                 ..learned_model()
             },
         ] {
