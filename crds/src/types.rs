@@ -678,10 +678,11 @@ pub struct LearnedScaling {
     #[schemars(length(max = 32))]
     pub burst_dispersion: String,
     /// Factor by which what the requests attained raised the capacity the latencies gave, as a
-    /// decimal string (absent: 1). It rises while more than 99.8 % of the requests meet the
-    /// objective and falls with each that misses it: the latency fit errs on the safe side,
-    /// and this takes back what the requests show it does not need. `capacityPerReplica` is
-    /// before it.
+    /// decimal string between 1 and 2 (absent: 1). It rises while more than 99.8 % of the
+    /// requests meet the objective and falls with each that misses it or is refused: the
+    /// latency fit errs on the safe side, and this takes back what the requests show it does
+    /// not need. `capacityPerReplica` is before it. Like the other figures it is rewritten
+    /// when it moves by more than a tenth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub attainment_factor: Option<String>,

@@ -20,7 +20,8 @@
 //!    mix of requests, not a slower replica; see `decide`). The fit errs low, more so the more
 //!    replicas there are; what the requests attain corrects it: a factor on the capacity rises
 //!    a little with each request that meets the objective and falls with each that misses it
-//!    (or is refused), so that it settles where 99.8 % meet it, and never goes below 1.
+//!    (or is refused), so that it settles where 99.8 % meet it; it never goes below 1, rises
+//!    no faster than the estimate may, and replicas idling at the minimum do not move it.
 //! 3. A window's arrivals are the requests that finished, failed or were refused in it plus the
 //!    growth of the requests in each replica (decoding and queued) since its previous scrape
 //!    (`window::pod_window`): a step shows when it arrives, not a latency later when its
@@ -655,7 +656,8 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         .filter(|o| o.completed_rate * o.window_seconds >= MIN_FINISHED)
         .any(|o| o.p95.is_some_and(|p| p > objective));
     let sized_for = (objective, cfg.max_concurrency);
-    let capacity = if model.capacity > 0.0 && model.capacity_for == sized_for {
+    let same_measure = model.capacity_for == sized_for;
+    let capacity = if model.capacity > 0.0 && same_measure {
         let minutes = ((input.now - model.capacity_at) / 60.0).max(0.0);
         let believed = fitted.min(model.capacity * (1.0 + CAPACITY_RISE * minutes));
         if missed {
@@ -688,24 +690,39 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // it grew for hours at constant load (1.3x HPA's replica-seconds after 8 h, at 99.99 % of
     // the requests within the objective). What the requests attain corrects it: each request
     // that meets the objective raises a factor on the capacity a little, each that misses it
-    // (or is refused) lowers it by `1 / (1 - ATTAINMENT_TARGET)` times as much, so that the
-    // factor settles where `ATTAINMENT_TARGET` of the requests meet the objective. It only ever
-    // corrects the pessimism: below 1 it would shrink the capacity the misses already lower.
+    // or is refused lowers it `ATTAINMENT_TARGET / (1 - ATTAINMENT_TARGET)` times as much, so
+    // that the factor settles where `ATTAINMENT_TARGET` of the requests meet the objective.
+    // Requests that fail (errors) count neither way. Only windows whose replicas were loaded
+    // to at least half the concurrency the fit plans for count: replicas held at the minimum
+    // or idling in a lull meet the objective whatever their capacity. The factor rises at most
+    // as fast as the fit may (`CAPACITY_RISE`), however many requests there are, and falls at
+    // once. It never goes below 1: it corrects the fit's pessimism, whose misses already lower
+    // it. A new objective or batch limit starts it afresh with the capacity.
+    if !same_measure {
+        model.attainment_ln = 0.0;
+    }
     for o in obs.iter().filter(|o| o.at > model.attainment_at) {
+        let loaded = o.replicas_measured > min
+            || o.concurrency
+                .is_some_and(|c| c / f64::from(o.replicas_measured) >= 0.5 * l_star);
+        if !loaded {
+            continue;
+        }
         let refused = o.rejected_rate * o.window_seconds;
         let finished = o.completed_rate * o.window_seconds;
         let missed = o.over_objective.min(finished) + refused;
-        model.attainment_ln +=
-            ATTAINMENT_GAIN * ((1.0 - ATTAINMENT_TARGET) * (finished + refused) - missed);
+        let change = ATTAINMENT_GAIN * ((1.0 - ATTAINMENT_TARGET) * (finished + refused) - missed);
+        let most = (1.0 + CAPACITY_RISE * o.window_seconds / 60.0).ln();
+        model.attainment_ln =
+            (model.attainment_ln + change.min(most)).clamp(0.0, MAX_ATTAINMENT_FACTOR.ln());
     }
-    model.attainment_ln = model.attainment_ln.clamp(0.0, MAX_ATTAINMENT_FACTOR.ln());
     model.attainment_at = obs.last().map_or(model.attainment_at, |o| o.at);
     let fitted_capacity = capacity;
     let factor = model.attainment_ln.exp();
     let capacity = capacity * factor;
     let explain_capacity = if factor >= 1.005 {
         format!(
-            "capacity ≈{} req/s per replica at the objective ({l_star:.1} requests each; the fit's {} × {factor:.2}, as more than {:.1}% of the requests met the objective)",
+            "capacity ≈{} req/s per replica at the objective ({l_star:.1} requests each; the latencies say {}, × {factor:.2} for the {:.1}% of the requests that meet the objective)",
             rate(capacity),
             rate(fitted_capacity),
             ATTAINMENT_TARGET * 100.0
@@ -1473,14 +1490,84 @@ mod tests {
 
     #[test]
     fn the_capacity_follows_what_the_requests_attain() {
-        // `windows` 5 s windows at 3 req/s in which `over` of the finished requests miss the
-        // objective and `refused` of the arrivals are refused.
-        let run = |f: &mut Fleet, windows: usize, over: f64, refused: f64| {
+        // `windows` 5 s windows at `lambda` req/s in which `over` of the finished requests miss
+        // the objective and `refused` of the arrivals are refused.
+        let run = |f: &mut Fleet, windows: usize, lambda: f64, over: f64, refused: f64| {
             for _ in 0..windows {
                 f.now += 5.0;
-                let mut o = f.observation(3.0);
+                let mut o = f.observation(lambda);
                 o.over_objective = over * o.completed_rate * o.window_seconds;
                 o.rejected_rate = refused * o.arrival_rate;
+                f.push(o);
+            }
+        };
+        let model = |f: &Fleet| f.last.as_ref().and_then(|r| r.model).expect("a model");
+        let factor = |f: &Fleet| model(f).attainment_ln.exp();
+        // Two hours in which every request met the objective: each of the ≈21 600 raised the
+        // factor by 0.005 × 0.002 (its logarithm), to about e^0.216.
+        let mut met = Fleet::new(10);
+        run(&mut met, 1440, 3.0, 0.0, 0.0);
+        assert!((1.15..1.3).contains(&factor(&met)), "{}", factor(&met));
+        assert!(
+            met.reason().contains("× 1.2")
+                && met
+                    .reason()
+                    .contains("for the 99.8% of the requests that meet the objective"),
+            "{}",
+            met.reason()
+        );
+        // The capacity used is the estimate's times the factor; the estimate is kept without
+        // it (its own rules would otherwise compound it).
+        let used = met.last.as_ref().and_then(|r| r.capacity_per_replica);
+        let m = model(&met);
+        assert!(
+            used.is_some_and(|c| (c - m.capacity * factor(&met)).abs() < 1e-9),
+            "{used:?} vs {m:?}"
+        );
+        // 1 % of the requests over the objective, or refused: the estimate as it is.
+        let mut over = Fleet::new(10);
+        run(&mut over, 1440, 3.0, 0.01, 0.0);
+        let mut refused = Fleet::new(10);
+        run(&mut refused, 1440, 3.0, 0.0, 0.01);
+        assert_eq!((factor(&over), factor(&refused)), (1.0, 1.0));
+        assert!(
+            over.reason().contains("capacity ≈") && !over.reason().contains("requests that meet"),
+            "{}",
+            over.reason()
+        );
+        assert!(
+            met.replicas < over.replicas,
+            "{} vs {}",
+            met.replicas,
+            over.replicas
+        );
+        // Misses take it back down, to 1 and no lower: an hour at 1 % over lowers its logarithm
+        // by about 0.43.
+        run(&mut met, 720, 3.0, 0.01, 0.0);
+        assert_eq!(factor(&met), 1.0);
+        // It raises the capacity at most twofold (ten more hours all within it).
+        run(&mut met, 7200, 3.0, 0.0, 0.0);
+        assert!(
+            (factor(&met) - MAX_ATTAINMENT_FACTOR).abs() < 1e-9,
+            "{}",
+            factor(&met)
+        );
+        // Another objective starts it afresh, with the estimate.
+        met.cfg.objective = Duration::from_secs(25);
+        run(&mut met, 1, 3.0, 0.0, 0.0);
+        assert!(factor(&met) < 1.001, "{}", factor(&met));
+    }
+
+    #[test]
+    fn the_capacity_factor_rises_no_faster_than_the_estimate_and_not_at_the_minimum() {
+        let run = |f: &mut Fleet, windows: usize, lambda: f64, finished: Option<f64>| {
+            for _ in 0..windows {
+                f.now += 5.0;
+                let mut o = f.observation(lambda);
+                o.over_objective = 0.0;
+                if let Some(rate) = finished {
+                    o.completed_rate = rate;
+                }
                 f.push(o);
             }
         };
@@ -1490,41 +1577,28 @@ mod tests {
                 .and_then(|r| r.model)
                 .map_or(0.0, |m| m.attainment_ln.exp())
         };
-        // Two hours in which every request met the objective: each of the ≈21 600 raised the
-        // factor by 0.005 × 0.002 (its logarithm), to about e^0.216.
-        let mut met = Fleet::new(10);
-        run(&mut met, 1440, 0.0, 0.0);
-        assert!((1.15..1.3).contains(&factor(&met)), "{}", factor(&met));
+        // 300 requests a second within the objective would raise it 1.016-fold a window
+        // (1500 × 0.005 × 0.002); it rises by about `CAPACITY_RISE` a minute at most (a
+        // twelfth of it a window, compounded).
+        let mut busy = Fleet::new(10);
+        run(&mut busy, 12, 3.0, Some(300.0));
         assert!(
-            met.reason()
-                .contains("as more than 99.8% of the requests met the objective"),
+            (1.09..=(1.0 + CAPACITY_RISE / 12.0).powi(12) + 1e-9).contains(&factor(&busy)),
             "{}",
-            met.reason()
+            factor(&busy)
         );
-        // 1 % of the requests over the objective, or refused: the fit's capacity as it is.
-        let mut over = Fleet::new(10);
-        run(&mut over, 1440, 0.01, 0.0);
-        let mut refused = Fleet::new(10);
-        run(&mut refused, 1440, 0.0, 0.01);
-        assert_eq!((factor(&over), factor(&refused)), (1.0, 1.0));
-        assert!(!over.reason().contains("requests met"), "{}", over.reason());
-        assert!(
-            met.replicas < over.replicas,
-            "{} vs {}",
-            met.replicas,
-            over.replicas
-        );
-        // Misses take it back down, to 1 and no lower: an hour at 1 % over lowers its logarithm
-        // by about 0.43.
-        run(&mut met, 720, 0.01, 0.0);
-        assert_eq!(factor(&met), 1.0);
-        // It raises the fit's capacity at most twofold (ten more hours all within it).
-        run(&mut met, 7200, 0.0, 0.0);
-        assert!(
-            (factor(&met) - MAX_ATTAINMENT_FACTOR).abs() < 1e-9,
-            "{}",
-            factor(&met)
-        );
+        // Forty replicas held at the minimum of forty with little to do (0.75 requests each,
+        // under half the 1.7 the estimate plans for) meet the objective whatever their
+        // capacity: that says nothing about it.
+        let mut held = Fleet::new(40);
+        held.cfg.min_replicas = 40;
+        run(&mut held, 1440, 3.0, None);
+        assert_eq!(factor(&held), 1.0, "{}", held.reason());
+        // Above the minimum, the same windows count.
+        let mut above = Fleet::new(40);
+        above.cfg.min_replicas = 5;
+        run(&mut above, 1440, 3.0, None);
+        assert!(factor(&above) > 1.1, "{}", factor(&above));
     }
 
     #[test]
