@@ -692,9 +692,9 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // that meets the objective raises a factor on the capacity a little, each that misses it
     // or is refused lowers it `ATTAINMENT_TARGET / (1 - ATTAINMENT_TARGET)` times as much, so
     // that the factor settles where `ATTAINMENT_TARGET` of the requests meet the objective.
-    // Requests that fail (errors) count neither way. Only windows whose replicas were loaded
-    // to at least half the concurrency the fit plans for count: replicas held at the minimum
-    // or idling in a lull meet the objective whatever their capacity. The factor rises at most
+    // Requests that fail (errors) count neither way. Replicas held at the minimum count only
+    // when loaded to at least half the concurrency the fit plans for: with little to do they
+    // meet the objective whatever their capacity. The factor rises at most
     // as fast as the fit may (`CAPACITY_RISE`), however many requests there are, and falls at
     // once. It never goes below 1: it corrects the fit's pessimism, whose misses already lower
     // it. A new objective or batch limit starts it afresh with the capacity.

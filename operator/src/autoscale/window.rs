@@ -555,7 +555,7 @@ pub fn summarize(reports: &[PodReport]) -> WindowSummary {
 
 impl WindowSummary {
     /// The policy's input for this window, at `at` (seconds on the caller's clock), for the
-    /// latency the objective is about.
+    /// latency the objective is about, with the requests over `objective` (seconds) counted.
     pub fn observation(&self, metric: LatencyMetric, objective: f64, at: f64) -> Observation {
         let (q, h) = match metric {
             LatencyMetric::RequestLatency => (&self.request_duration, &self.duration_histogram),
