@@ -717,22 +717,22 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
             (model.attainment_ln + change.min(most)).clamp(0.0, MAX_ATTAINMENT_FACTOR.ln());
     }
     model.attainment_at = obs.last().map_or(model.attainment_at, |o| o.at);
-    let fitted_capacity = capacity;
+    // The estimate the latencies give, and what the requests attained added to it.
     let factor = model.attainment_ln.exp();
-    let capacity = capacity * factor;
-    let explain_capacity = if factor >= 1.005 {
+    let corrected = if factor >= 1.005 {
         format!(
-            "capacity ≈{} req/s per replica at the objective ({l_star:.1} requests each; the latencies say {}, × {factor:.2} for the {:.1}% of the requests that meet the objective)",
+            "; the latencies say {}, × {factor:.2} for the {:.1}% of the requests that meet the objective",
             rate(capacity),
-            rate(fitted_capacity),
             ATTAINMENT_TARGET * 100.0
         )
     } else {
-        format!(
-            "capacity ≈{} req/s per replica at the objective ({l_star:.1} requests each)",
-            rate(capacity)
-        )
+        String::new()
     };
+    let capacity = capacity * factor;
+    let explain_capacity = format!(
+        "capacity ≈{} req/s per replica at the objective ({l_star:.1} requests each{corrected})",
+        rate(capacity)
+    );
     // A step up shows as two consecutive windows above the average while requests queue and the
     // p95 passes the objective: size for it at once instead of waiting for the average to catch
     // up.
