@@ -22,16 +22,18 @@ pub const METRIC_PREFIX: &str = "modelfleet_runtime_";
 /// (probes and `/metrics` scrapes are fast and would dilute the quantiles).
 pub const GENERATION_ROUTES: [&str; 2] = ["/v1/completions", "/v1/chat/completions"];
 
-/// Upper bounds of the runtime's `request_duration_seconds` buckets: 5 ms × √2^i, 30 buckets
-/// (`runtime/src/metrics.rs`). The simulator uses them so it sees the same resolution. The
-/// operator itself reads the bounds from the scraped `le` labels, whatever they are.
+/// Upper bounds of the runtime's `request_duration_seconds` buckets: 5 ms × √2^i, 40 buckets,
+/// up to 62 minutes (`runtime/src/metrics.rs`). The simulator uses them so it sees the same
+/// resolution. The operator itself reads the bounds from the scraped `le` labels, whatever
+/// they are.
 pub fn request_duration_bounds() -> Vec<f64> {
-    exponential_bounds(0.005, std::f64::consts::SQRT_2, 30)
+    exponential_bounds(0.005, std::f64::consts::SQRT_2, 40)
 }
 
-/// Upper bounds of the runtime's `time_to_first_token_seconds` buckets: 1 ms × √2^i, 30 buckets.
+/// Upper bounds of the runtime's `time_to_first_token_seconds` buckets: 1 ms × √2^i, 45
+/// buckets, up to 70 minutes.
 pub fn time_to_first_token_bounds() -> Vec<f64> {
-    exponential_bounds(0.001, std::f64::consts::SQRT_2, 30)
+    exponential_bounds(0.001, std::f64::consts::SQRT_2, 45)
 }
 
 fn exponential_bounds(start: f64, factor: f64, n: usize) -> Vec<f64> {
@@ -691,7 +693,7 @@ mod tests {
         assert_eq!(m.requests_queued, 2.0);
         assert_eq!(m.requests_rejected, 4.0);
         assert_eq!(m.generated_tokens, 100.0);
-        assert_eq!(m.request_duration.buckets.len(), 31, "30 bounds and +Inf");
+        assert_eq!(m.request_duration.buckets.len(), 41, "40 bounds and +Inf");
     }
 
     #[test]
@@ -784,6 +786,22 @@ mod tests {
         let c = parse_pod_metrics(&fresh.text()).unwrap();
         assert_eq!(pod_window(&b, &c, 10.0).request_duration.count, 1.0);
         assert_eq!(pod_window(&b, &c, 10.0).arrived, 2.0);
+    }
+
+    #[test]
+    fn latencies_up_to_the_longest_objective_are_measured() {
+        // An objective may be up to 1 h (`spec.scaling.objective.target`): a p95 above it must
+        // show above it. With a top bucket of 23 s, a 30 s time to first token read as 23 s.
+        for bounds in [request_duration_bounds(), time_to_first_token_bounds()] {
+            for latency in [40.0, 3000.0] {
+                let mut h = Histogram::with_bounds(&bounds);
+                for _ in 0..20 {
+                    h.observe(latency);
+                }
+                let p95 = h.quantile(0.95).unwrap();
+                assert!(p95 > 0.7 * latency, "{latency} s read as {p95} s");
+            }
+        }
     }
 
     #[test]
