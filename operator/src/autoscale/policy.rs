@@ -1443,16 +1443,19 @@ mod tests {
         // over the objective does it add replicas.
         let usual = after_half_an_hour(&burst(8.0, 6));
         let long = |i: usize| if i > 356 { 8.0 } else { burst(8.0, 6)(i) };
-        let unqueued = after_half_an_hour(&long);
-        let needs = 8.0 / unqueued.capacity_per_replica.unwrap();
         // Three more burst windows raise the half hour's mean a little.
-        assert!(
-            unqueued.desired <= usual.desired + 1,
-            "{} after the burst, {} usually, 8 req/s needs {needs:.1}: {}",
-            unqueued.desired,
-            usual.desired,
-            unqueued.reason
-        );
+        let as_usual = |r: &Recommendation, after: &str| {
+            assert!(
+                r.desired <= usual.desired + 1,
+                "{} {after}, {} usually: {}",
+                r.desired,
+                usual.desired,
+                r.reason
+            );
+        };
+        let unqueued = after_half_an_hour(&long);
+        as_usual(&unqueued, "after the burst");
+        let needs = 8.0 / unqueued.capacity_per_replica.unwrap();
         let mut observations: Vec<Observation> = (1..=360)
             .map(|i| Observation {
                 completed_rate: long(i),
@@ -1463,13 +1466,9 @@ mod tests {
         // A queue the replicas drain within the objective is the burst's too.
         let last = observations.last_mut().unwrap();
         last.queued = 30.0;
-        let draining = decide_after(observations.clone(), 10);
-        assert!(
-            draining.desired <= usual.desired + 1,
-            "{} with a queue within the objective, {} usually: {}",
-            draining.desired,
-            usual.desired,
-            draining.reason
+        as_usual(
+            &decide_after(observations.clone(), 10),
+            "with a queue within the objective",
         );
         let last = observations.last_mut().unwrap();
         (last.queued, last.p95) = (4.0, Some(40.0));
