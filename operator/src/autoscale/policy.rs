@@ -812,7 +812,8 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     let measured_dispersion = dispersion.is_some();
     let dispersion = dispersion.unwrap_or(0.0);
     model.dispersion = dispersion;
-    let spread_at = |rate: f64| (dispersion * rate.max(0.0) / BURST_HORIZON).sqrt();
+    // Standard deviation of the 10 s rate around `rate` at dispersion `d`.
+    let spread_at = |rate: f64, d: f64| (d * rate.max(0.0) / BURST_HORIZON).sqrt();
     // The mean rate of a dispersed stream is itself noisy (±√(D·r/span)); averaged over a
     // minute, a cluster of bursts read as a level and added replicas for five minutes each
     // time (1.4-1.7x HPA's replica-seconds on the bursty workload, at no gain in attainment).
@@ -829,20 +830,22 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // The rate at `t`, and whether it is a new level.
     let level_at = |t: f64| {
         let long = mean_between(t - size_span, t)?;
-        let new = mean_between(t - MAX_SIZE_SPAN, t)
-            .filter(|_| size_span > MAX_SIZE_SPAN)
+        let new = (size_span > MAX_SIZE_SPAN)
+            .then(|| mean_between(t - MAX_SIZE_SPAN, t))
+            .flatten()
             .map(|recent| recent - LEVEL_Z * (dispersion * recent / MAX_SIZE_SPAN).sqrt())
             .filter(|level| *level > long);
         Some(new.map_or((long, false), |level| (level, true)))
     };
     let level = level_at(input.now);
-    let spread = level.map_or(0.0, |(r, _)| spread_at(r));
-    let size_at = |t: f64| level_at(t).map(|(r, _)| r + SPREAD_Z * spread_at(r));
+    let spread = level.map_or(0.0, |(r, _)| spread_at(r, dispersion));
+    // The rate to size for at `t`, with the allowance for dispersion `d`.
+    let size_at = |t: f64, d: f64| level_at(t).map(|(r, _)| r + SPREAD_Z * spread_at(r, d));
     // The minute's growth and the backlog of a stream of bursts are its last burst: a replica
     // asked for them serves after the burst is over, and is kept for a delay (with them, 1.24x
     // HPA's replica-seconds after 4 h of the bursty workload; about 1.1x without, at about the
     // same attainment). A queue over the objective still scales up through the short-term demand.
-    let sized = size_at(input.now).unwrap_or(lambda_now)
+    let sized = size_at(input.now, dispersion).unwrap_or(lambda_now)
         + if bursts { 0.0 } else { growth + backlog_drain };
     // Scale up when the sizing rate or the short-term demand (a step, a queue) needs more; the
     // short-term demand alone never lowers the count. The sizing rate has a dead band: it must
@@ -1038,14 +1041,10 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     // service offered one replica's capacity from two replicas back to one within its first
     // minute, and the p95 over the objective again (e2e, with a 20 s delay).
     let down_dispersion = if measured_dispersion { dispersion } else { 1.0 };
-    let size_down_at = |t: f64| {
-        level_at(t)
-            .map(|(r, _)| r + SPREAD_Z * (down_dispersion * r.max(0.0) / BURST_HORIZON).sqrt())
-    };
     let asks = arrivals
         .iter()
         .filter(|(t, _)| *t >= since)
-        .filter_map(|(t, _)| size_down_at(*t))
+        .filter_map(|(t, _)| size_at(*t, down_dispersion))
         .map(|r| needed_for(r, capacity, HYSTERESIS))
         .collect();
     let down_to = scale_down_target(asks, current);
