@@ -65,6 +65,9 @@ pub mod reasons {
     pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
     /// The autoscaler has fresh metrics from the ready replicas.
     pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+    /// A ready replica's latency histogram ends below the objective: a p95 above its largest
+    /// bucket reads as that bucket, so a missed objective cannot be seen.
+    pub const OBJECTIVE_NOT_MEASURABLE: &str = "ObjectiveNotMeasurable";
     /// Event: the autoscaler raised the replica count.
     pub const SCALED_UP: &str = "ScaledUp";
     /// Event: the autoscaler lowered the replica count.

@@ -246,6 +246,16 @@ impl Histogram {
         (total - lower_count).max(0.0)
     }
 
+    /// The largest finite bucket bound: a quantile above it reads as it ([`Self::quantile`]).
+    /// `None` when no finite bucket was exported.
+    pub fn largest_bound(&self) -> Option<f64> {
+        self.buckets
+            .iter()
+            .rev()
+            .map(|b| b.le)
+            .find(|le| le.is_finite())
+    }
+
     /// Mean of the observations, from `sum / count`.
     pub fn mean(&self) -> Option<f64> {
         (self.count > 0.0).then(|| self.sum / self.count)

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use modelfleet_crds::conditions::reasons;
 use modelfleet_crds::{AutoscalingStatus, LatencyMetric, LearnedScaling, ScalingDecision};
 use tracing::warn;
 
@@ -19,7 +20,7 @@ use crate::autoscale::learned::{learned_from, learned_moved, model_from};
 use crate::autoscale::policy::{
     self, LatencyModel, Observation, PastDecision, PolicyConfig, PolicyInput, Recommendation,
 };
-use crate::autoscale::window::{self, PodMetrics, PodReport};
+use crate::autoscale::window::{self, METRIC_PREFIX, PodMetrics, PodReport};
 
 /// Seconds between two scrapes of the same ModelService's pods.
 pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(5);
@@ -135,6 +136,62 @@ pub struct Tick {
     pub rate: f64,
     /// The model after this tick, for `status.autoscaling.learned`.
     pub learned: Option<LearnedScaling>,
+    /// Ready pods whose histogram of the objective's latency ends below the objective.
+    pub short_histograms: Option<ShortHistograms>,
+}
+
+/// Ready pods whose histogram of the objective's latency ends below the objective (a runtime
+/// image older than the operator, or another server): a p95 above their largest bucket reads as
+/// that bucket, so the autoscaler cannot see the objective missed there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShortHistograms {
+    /// Their names, sorted.
+    pub pods: Vec<String>,
+    /// The lowest of their largest bucket bounds, seconds.
+    pub largest_bound: f64,
+    /// The objective and the latency it is about.
+    pub objective: Duration,
+    pub metric: LatencyMetric,
+}
+
+/// The ScalingActive condition after `tick`: status, reason and message.
+pub fn scaling_condition(tick: &Tick, current: i32) -> (bool, &'static str, String) {
+    if tick.recommendation.metrics_missing {
+        return (
+            false,
+            reasons::METRICS_UNAVAILABLE,
+            format!("holding {current} replicas: {}", tick.recommendation.reason),
+        );
+    }
+    if let Some(short) = &tick.short_histograms {
+        let (metric, name) = match short.metric {
+            LatencyMetric::RequestLatency => ("request latency", "request_duration_seconds"),
+            LatencyMetric::TimeToFirstToken => {
+                ("time to first token", "time_to_first_token_seconds")
+            }
+        };
+        let top = format_duration(Duration::from_millis(
+            (short.largest_bound * 1000.0).round() as u64,
+        ));
+        let more = match short.pods.len() {
+            0 | 1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        return (
+            false,
+            reasons::OBJECTIVE_NOT_MEASURABLE,
+            format!(
+                "the {metric} objective {} is beyond what the runtime measures: the {METRIC_PREFIX}{name} buckets of pod {}{more} end at {top}, so a p95 above {top} reads as {top} and a missed objective is not seen; run a runtime image whose buckets reach the objective",
+                format_duration(short.objective),
+                short.pods.first().map_or("", String::as_str),
+            ),
+        );
+    }
+    (
+        true,
+        reasons::METRICS_AVAILABLE,
+        "the autoscaler has fresh metrics from the ready replicas".to_owned(),
+    )
 }
 
 /// Scrapes the ready pods and decides, at most every [`SCRAPE_INTERVAL`]; `None` between ticks.
@@ -186,11 +243,22 @@ pub async fn tick(
 
     let mut reports = Vec::with_capacity(results.len());
     let mut seen = HashMap::new();
+    let mut short: Vec<(String, f64)> = Vec::new();
     state.header = None;
     for (pod, result) in results {
         match result {
             Ok((metrics, header)) => {
                 state.header = state.header.take().or(header);
+                let histogram = match scaling.metric {
+                    LatencyMetric::RequestLatency => &metrics.request_duration,
+                    LatencyMetric::TimeToFirstToken => &metrics.time_to_first_token,
+                };
+                if let Some(top) = histogram
+                    .largest_bound()
+                    .filter(|top| *top < scaling.objective.as_secs_f64())
+                {
+                    short.push((pod.clone(), top));
+                }
                 // A pod answering for the first time has no window yet: it is neither measured
                 // nor missing.
                 if let Some((at, earlier)) = state.last.get(&pod) {
@@ -264,12 +332,20 @@ pub async fn tick(
     let learned = state
         .model
         .map(|m| learned_from(&m, scaling.metric, max_concurrency, epoch));
+    short.sort_by(|a, b| a.0.cmp(&b.0));
+    let short_histograms = (!short.is_empty()).then(|| ShortHistograms {
+        largest_bound: short.iter().map(|s| s.1).fold(f64::INFINITY, f64::min),
+        pods: short.into_iter().map(|s| s.0).collect(),
+        objective: scaling.objective,
+        metric: scaling.metric,
+    });
     Some(Tick {
         recommendation: rec,
         changed,
         p95,
         rate,
         learned,
+        short_histograms,
     })
 }
 
@@ -373,6 +449,7 @@ mod tests {
             p95: Some(2.3456),
             rate: 1.234,
             learned: None,
+            short_histograms: None,
         }
     }
 
@@ -590,6 +667,96 @@ mod tests {
             .await
             .expect("a decision");
         assert!(missing.recommendation.metrics_missing, "{missing:?}");
+    }
+
+    /// Serves `text` as `/metrics` on 127.0.0.1; returns the port.
+    async fn serve_metrics(text: String) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = text.clone();
+                async move { text }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    /// A runtime's `/metrics` with request-duration buckets up to `bounds`.
+    fn metrics_with_buckets(bounds: &[f64]) -> String {
+        let name = format!("{METRIC_PREFIX}request_duration_seconds");
+        let labels = "route=\"/v1/chat/completions\",status=\"200\"";
+        let mut text = format!("# TYPE {name} histogram\n");
+        for le in bounds {
+            text.push_str(&format!("{name}_bucket{{{labels},le=\"{le}\"}} 0\n"));
+        }
+        text.push_str(&format!(
+            "{name}_bucket{{{labels},le=\"+Inf\"}} 0\n{name}_sum{{{labels}}} 0\n{name}_count{{{labels}}} 0\n"
+        ));
+        text.push_str(&format!(
+            "# TYPE {METRIC_PREFIX}requests_in_flight gauge\n{METRIC_PREFIX}requests_in_flight 0\n\
+             # TYPE {METRIC_PREFIX}requests_queued gauge\n{METRIC_PREFIX}requests_queued 0\n"
+        ));
+        text
+    }
+
+    #[tokio::test]
+    async fn an_objective_beyond_a_replicas_buckets_is_reported() {
+        // An older runtime's buckets end at 115.85 s (5 ms × √2^29); this operator's runtime
+        // reaches an hour.
+        let old = serve_metrics(metrics_with_buckets(&[1.0, 10.0, 115.85])).await;
+        let new = serve_metrics(metrics_with_buckets(&window::request_duration_bounds())).await;
+        let http = reqwest::Client::new();
+        let scaling = |objective: u64| Scaling {
+            min: 1,
+            max: 3,
+            objective: Duration::from_secs(objective),
+            metric: LatencyMetric::RequestLatency,
+            scale_down_delay: Duration::from_secs(300),
+        };
+        let started = Instant::now();
+        let pods = [
+            ready_pod("new", new),
+            ready_pod("old-b", old),
+            ready_pod("old-a", old),
+        ];
+        let two_ticks = |scaling: Scaling| {
+            let (http, pods) = (&http, &pods);
+            async move {
+                let mut state = State::default();
+                super::tick(http, &mut state, started, &scaling, 4, 3, pods).await;
+                state.last_tick = None;
+                super::tick(http, &mut state, started, &scaling, 4, 3, pods)
+                    .await
+                    .expect("a decision")
+            }
+        };
+
+        let beyond = two_ticks(scaling(300)).await;
+        let short = beyond.short_histograms.clone().expect("short histograms");
+        assert_eq!(short.pods, ["old-a", "old-b"]);
+        assert_eq!(short.largest_bound, 115.85);
+        let (ok, reason, message) = scaling_condition(&beyond, 3);
+        assert!(!ok);
+        assert_eq!(reason, reasons::OBJECTIVE_NOT_MEASURABLE);
+        assert_eq!(
+            message,
+            "the request latency objective 5m is beyond what the runtime measures: the \
+             modelfleet_runtime_request_duration_seconds buckets of pod old-a and 1 more end at \
+             115.85s, so a p95 above 115.85s reads as 115.85s and a missed objective is not \
+             seen; run a runtime image whose buckets reach the objective"
+        );
+
+        // Within every replica's buckets: nothing to say.
+        let within = two_ticks(scaling(60)).await;
+        assert_eq!(within.short_histograms, None);
+        let (ok, reason, _) = scaling_condition(&within, 3);
+        assert!(ok);
+        assert_eq!(reason, reasons::METRICS_AVAILABLE);
     }
 
     #[test]

@@ -374,19 +374,7 @@ async fn reconcile_inner(
                     current,
                     &now,
                 ));
-                let (ok, reason, message) = if t.recommendation.metrics_missing {
-                    (
-                        false,
-                        reasons::METRICS_UNAVAILABLE,
-                        format!("holding {current} replicas: {}", t.recommendation.reason),
-                    )
-                } else {
-                    (
-                        true,
-                        reasons::METRICS_AVAILABLE,
-                        "the autoscaler has fresh metrics from the ready replicas".to_owned(),
-                    )
-                };
+                let (ok, reason, message) = autoscaler::scaling_condition(t, current);
                 let fresh = status::condition(conditions::SCALING_ACTIVE, ok, reason, &message);
                 let old_conds: Vec<_> = previous.into_iter().collect();
                 new_status.conditions.extend(status::merge_conditions(
