@@ -18,15 +18,20 @@ pub const PROGRESSING: &str = "Progressing";
 /// The autoscaler has fresh metrics and acts on them (autoscaled ModelServices only; as the
 /// HorizontalPodAutoscaler's condition of the same name).
 pub const SCALING_ACTIVE: &str = "ScalingActive";
+/// Whether the load needs more replicas than `spec.scaling.maxReplicas` (autoscaled
+/// ModelServices only; as the HorizontalPodAutoscaler's condition of the same name, for the
+/// maximum: a minimum above what the load needs is the user's choice, not a limit).
+pub const SCALING_LIMITED: &str = "ScalingLimited";
 
 /// Every condition type a ModelService reports.
-pub const TYPES: [&str; 6] = [
+pub const TYPES: [&str; 7] = [
     READY,
     RECONCILING,
     STALLED,
     WEIGHTS_AVAILABLE,
     PROGRESSING,
     SCALING_ACTIVE,
+    SCALING_LIMITED,
 ];
 
 /// Reasons a condition can carry.
@@ -68,6 +73,10 @@ pub mod reasons {
     /// A ready replica's latency histogram ends below the objective: a p95 above its largest
     /// bucket reads as that bucket, so a missed objective cannot be seen.
     pub const OBJECTIVE_NOT_MEASURABLE: &str = "ObjectiveNotMeasurable";
+    /// The load needs more replicas than the maximum; the count is held there.
+    pub const TOO_MANY_REPLICAS: &str = "TooManyReplicas";
+    /// The load needs no more replicas than the maximum.
+    pub const WITHIN_MAXIMUM: &str = "WithinMaximum";
     /// Event: the autoscaler raised the replica count.
     pub const SCALED_UP: &str = "ScaledUp";
     /// Event: the autoscaler lowered the replica count.

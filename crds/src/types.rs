@@ -566,7 +566,7 @@ pub struct ModelServiceStatus {
     pub autoscaling: Option<AutoscalingStatus>,
 
     /// Current conditions: `Ready`, `Reconciling`, `Stalled`, `WeightsAvailable`, `Progressing`,
-    /// and `ScalingActive` for autoscaled ModelServices.
+    /// and `ScalingActive` and `ScalingLimited` for autoscaled ModelServices.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

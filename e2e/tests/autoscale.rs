@@ -454,6 +454,15 @@ async fn latency_over_the_objective_scales_up_recovers_and_scales_down_after_the
         let ms = mss.get(NAME).await?;
         assert_eq!(ms.metadata.generation, generation, "spec changed");
         assert_eq!(ms.spec.replicas, None);
+        // Idle at one replica: within the maximum, and the condition says so.
+        let limited = ms
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "ScalingLimited"));
+        ensure!(
+            limited.is_some_and(|c| c.status == "False" && c.reason == "WithinMaximum"),
+            "ScalingLimited at one idle replica: {limited:?}"
+        );
         if decisions(&ms).len() > 2 {
             bail!("more decisions than the two expected: {:?}", decisions(&ms));
         }

@@ -244,6 +244,10 @@ pub struct Recommendation {
     pub capacity_per_replica: Option<f64>,
     /// The latency model used, to pass back in the next [`PolicyInput::model`].
     pub model: Option<LatencyModel>,
+    /// Replicas the load needs when that is more than `max_replicas` (`desired` is then the
+    /// maximum); `None` when the maximum suffices or nothing was sized.
+    #[serde(default)]
+    pub beyond_max: Option<u32>,
 }
 
 /// The latency model fitted from the windows: `p95(L) = p95_floor + p95_slope·(L − 1)⁺` and
@@ -452,6 +456,14 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     let max = cfg.max_replicas.max(min);
     let current = input.current_replicas;
     let clamp = |n: u32| n.clamp(min, max);
+    // What a reason adds when the load needs more replicas than the maximum.
+    let beyond = |need: u32| {
+        if need > max {
+            format!("; held at {max}, the maximum")
+        } else {
+            String::new()
+        }
+    };
     let objective = cfg.objective.as_secs_f64();
     let delay = cfg.scale_down_delay.as_secs_f64();
     let cold_start = input.cold_start.as_secs_f64();
@@ -466,6 +478,7 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         arrival_rate: None,
         capacity_per_replica: None,
         model: input.model,
+        beyond_max: None,
     };
 
     // Fresh, measured windows only.
@@ -617,17 +630,20 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         // serving stacks default to, from the requests in the replicas now.
         let busy = latest.in_flight + latest.queued;
         let per = 0.7 * f64::from(cfg.max_concurrency.max(1));
-        let n = clamp((busy / per).ceil() as u32);
+        let need = (busy / per).ceil() as u32;
+        let n = clamp(need);
         if n > current {
             return Recommendation {
                 desired: n,
                 reason: format!(
-                    "{observed}; no latency measured yet: {busy:.0} requests in the replicas, {n} replicas at {per:.1} each"
+                    "{observed}; no latency measured yet: {busy:.0} requests in the replicas, {need} replicas at {per:.1} each{}",
+                    beyond(need)
                 ),
                 metrics_missing: false,
                 arrival_rate: Some(lambda_now),
                 capacity_per_replica: None,
                 model: None,
+                beyond_max: (need > max).then_some(need),
             };
         }
         // No request since the first window kept, for as long as a pause is held (the operator
@@ -648,12 +664,26 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
                 arrival_rate: Some(0.0),
                 capacity_per_replica: None,
                 model: None,
+                beyond_max: None,
             };
         }
-        return hold(
-            format!("holding {current} replicas: {observed}; no latency measured yet"),
-            false,
-        );
+        return Recommendation {
+            beyond_max: (need > max).then_some(need),
+            ..hold(
+                format!(
+                    "holding {current} replicas: {observed}; no latency measured yet{}",
+                    if need > max {
+                        format!(
+                            ": {busy:.0} requests in the replicas, {need} replicas at {per:.1} each{}",
+                            beyond(need)
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+                false,
+            )
+        };
     };
 
     let (l_star, fitted) = model.capacity(objective, f64::from(cfg.max_concurrency));
@@ -870,7 +900,8 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         demand
     };
     let short_term = needed_for(demand, capacity, 0.0);
-    let mut want = clamp(needed_for(sized, capacity, 0.0).max(short_term));
+    let mut need = needed_for(sized, capacity, 0.0).max(short_term);
+    let mut want = clamp(need);
     if want > current {
         want = if short_term > current || needed_for(sized, capacity, -DEAD_BAND) > current {
             clamp(needed_for(sized, capacity, DEAD_BAND).max(short_term))
@@ -887,7 +918,8 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         format!("the rate over {}", secs(size_span))
     };
     let mut sizing = format!(
-        "{want} replicas for {} req/s ({over} plus {SPREAD_Z} × {} req/s of burst spread)",
+        "{} replicas for {} req/s ({over} plus {SPREAD_Z} × {} req/s of burst spread)",
+        if need > max { need } else { want },
         rate(sized.max(demand)),
         rate(spread)
     );
@@ -908,34 +940,47 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         && latest.queued > 0.0
     {
         let extra = ((f64::from(current) * (p / objective - 1.0)).ceil() as u32).max(1);
-        want = clamp(current.saturating_add(extra));
+        need = current.saturating_add(extra);
+        want = clamp(need);
         sizing = format!(
-            "{want} replicas: latency over the objective although the estimate says {current} suffice"
+            "{need} replicas: latency over the objective although the estimate says {current} suffice"
         );
     }
+    let beyond_max = (need > max).then_some(need);
 
     if want > current {
         return Recommendation {
             desired: want,
-            reason: format!("{observed}; {explain_capacity}; {sizing}"),
+            reason: format!("{observed}; {explain_capacity}; {sizing}{}", beyond(need)),
             metrics_missing: false,
             arrival_rate: Some(lambda_now),
             capacity_per_replica: Some(capacity),
             model: Some(model),
+            beyond_max,
         };
     }
 
     let keep = |reason: String| Recommendation {
         desired: clamp(current),
-        reason,
+        reason: if clamp(current) != current {
+            format!("{reason}; {current} replicas is outside [{min}, {max}]")
+        } else {
+            reason
+        },
         metrics_missing: false,
         arrival_rate: Some(lambda_now),
         capacity_per_replica: Some(capacity),
         model: Some(model),
+        beyond_max,
     };
     if want >= current {
+        let sized = if beyond_max.is_some() {
+            format!("; {sizing}{}", beyond(need))
+        } else {
+            String::new()
+        };
         return keep(format!(
-            "holding {current} replicas: {observed}; {explain_capacity}"
+            "holding {current} replicas: {observed}; {explain_capacity}{sized}"
         ));
     }
 
@@ -1058,16 +1103,22 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
             secs(delay)
         ));
     }
+    let why = if need > max {
+        format!("{current} replicas is more than the maximum: scaling down to it")
+    } else {
+        format!(
+            "load stayed under {down_to} replicas' capacity for {}: scaling down",
+            secs(delay)
+        )
+    };
     Recommendation {
         desired: down_to,
-        reason: format!(
-            "{observed}; {explain_capacity}; load stayed under {down_to} replicas' capacity for {}: scaling down",
-            secs(delay)
-        ),
+        reason: format!("{observed}; {explain_capacity}; {why}{}", beyond(need)),
         metrics_missing: false,
         arrival_rate: Some(lambda_now),
         capacity_per_replica: Some(capacity),
         model: Some(model),
+        beyond_max,
     }
 }
 
@@ -2040,6 +2091,46 @@ mod tests {
             model: None,
         });
         assert_eq!(r.desired, 6);
+    }
+
+    #[test]
+    fn a_load_beyond_the_maximum_says_what_it_needs() {
+        let mut f = settled(3.0);
+        let needed = f.replicas;
+        assert_eq!(f.last.as_ref().and_then(|r| r.beyond_max), None);
+        // The same load with a maximum below what it needs: held there, and said so.
+        f.cfg.max_replicas = needed / 2;
+        let held = f.step(3.0);
+        let r = f.last.clone().expect("a decision");
+        assert_eq!(held, needed / 2);
+        let beyond = r.beyond_max.expect("beyond the maximum");
+        assert!(
+            beyond > needed / 2 && beyond <= needed + 2,
+            "{beyond} needed, settled at {needed}: {}",
+            r.reason
+        );
+        assert!(
+            r.reason
+                .ends_with(&format!("; held at {}, the maximum", needed / 2)),
+            "{}",
+            r.reason
+        );
+        // Twice the load from there: still held, with more needed.
+        for _ in 0..24 {
+            f.step(6.0);
+        }
+        let r = f.last.clone().expect("a decision");
+        assert_eq!(r.desired, needed / 2);
+        assert!(r.beyond_max.is_some_and(|n| n > beyond), "{r:?}");
+        // A maximum that suffices (for the backlog's drain too): nothing beyond it.
+        f.cfg.max_replicas = 1000;
+        f.step(6.0);
+        assert_eq!(
+            f.last.as_ref().and_then(|r| r.beyond_max),
+            None,
+            "{}",
+            f.reason()
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_COLD_START: Duration = Duration::from_secs(60);
 /// Most decisions kept in status.
 pub const MAX_DECISIONS: usize = 5;
+/// How long ScalingLimited stays True after the load last needed more than the maximum, so that
+/// a load at the limit does not flip it (and write status) at every tick.
+pub const LIMITED_HOLD: Duration = Duration::from_secs(60);
 /// Observed values in status are refreshed at most this often, unless the replica count changes:
 /// status writes stay rare while the figures drift.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(15);
@@ -46,6 +49,8 @@ pub struct State {
     measured_for: Option<(LatencyMetric, i32)>,
     last_tick: Option<Instant>,
     last_status_refresh: Option<Instant>,
+    /// When the load last needed more than the maximum, and how many replicas.
+    beyond_max: Option<(Instant, u32)>,
     /// See [`State::epoch`].
     epoch: Option<Timestamp>,
     /// The model header of the first ready pod that had read it, from this tick's scrapes: the
@@ -54,7 +59,7 @@ pub struct State {
     /// When a reconcile last used this state (to forget deleted ModelServices).
     pub touched: Option<Instant>,
     /// What this process last applied and wrote: the replica count, `status.autoscaling` and
-    /// the ScalingActive condition. The next reconcile may see a cached object that does not
+    /// the ScalingActive and ScalingLimited conditions. The next reconcile may see a cached object that does not
     /// show them yet; reading them back from there would undo a decision.
     pub applied: Option<Applied>,
 }
@@ -122,7 +127,8 @@ impl State {
 pub struct Applied {
     pub replicas: i32,
     pub status: Option<AutoscalingStatus>,
-    pub condition: Option<Condition>,
+    /// The ScalingActive and ScalingLimited conditions.
+    pub conditions: Vec<Condition>,
 }
 
 /// The outcome of one tick.
@@ -138,6 +144,8 @@ pub struct Tick {
     pub learned: Option<LearnedScaling>,
     /// Ready pods whose histogram of the objective's latency ends below the objective.
     pub short_histograms: Option<ShortHistograms>,
+    /// Replicas the load needed, and the maximum, when it needed more within [`LIMITED_HOLD`].
+    pub beyond_max: Option<(u32, i32)>,
 }
 
 /// Ready pods whose histogram of the objective's latency ends below the objective (a runtime
@@ -152,6 +160,28 @@ pub struct ShortHistograms {
     /// The objective and the latency it is about.
     pub objective: Duration,
     pub metric: LatencyMetric,
+}
+
+/// The ScalingLimited condition after `tick`: status, reason and message; `None` when the tick
+/// had no metrics to size with (what the condition said still holds).
+pub fn limited_condition(tick: &Tick) -> Option<(bool, &'static str, String)> {
+    if tick.recommendation.metrics_missing {
+        return None;
+    }
+    Some(match tick.beyond_max {
+        Some((need, max)) => (
+            true,
+            reasons::TOO_MANY_REPLICAS,
+            format!(
+                "the load needs {need} replicas, more than spec.scaling.maxReplicas ({max}): the objective may be missed until it is raised"
+            ),
+        ),
+        None => (
+            false,
+            reasons::WITHIN_MAXIMUM,
+            "the load needs no more replicas than spec.scaling.maxReplicas".to_owned(),
+        ),
+    })
 }
 
 /// The ScalingActive condition after `tick`: status, reason and message.
@@ -320,6 +350,13 @@ pub async fn tick(
     };
     let rec = policy::decide(&input);
     state.model = rec.model.or(state.model);
+    if let Some(need) = rec.beyond_max {
+        state.beyond_max = Some((now, need));
+    }
+    let beyond_max = state
+        .beyond_max
+        .filter(|(at, _)| now.duration_since(*at) < LIMITED_HOLD)
+        .map(|(_, need)| (need, scaling.max));
     let changed = i64::from(rec.desired) != i64::from(current);
     if changed {
         state.decisions.push(PastDecision {
@@ -346,6 +383,7 @@ pub async fn tick(
         rate,
         learned,
         short_histograms,
+        beyond_max,
     })
 }
 
@@ -444,12 +482,14 @@ mod tests {
                 arrival_rate: None,
                 capacity_per_replica: None,
                 model: None,
+                beyond_max: None,
             },
             changed,
             p95: Some(2.3456),
             rate: 1.234,
             learned: None,
             short_histograms: None,
+            beyond_max: None,
         }
     }
 
@@ -671,6 +711,11 @@ mod tests {
 
     /// Serves `text` as `/metrics` on 127.0.0.1; returns the port.
     async fn serve_metrics(text: String) -> u16 {
+        serve_shared_metrics(std::sync::Arc::new(std::sync::Mutex::new(text))).await
+    }
+
+    /// Serves what `text` holds at each request as `/metrics` on 127.0.0.1; returns the port.
+    async fn serve_shared_metrics(text: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -678,7 +723,7 @@ mod tests {
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
-                let text = text.clone();
+                let text = text.lock().expect("lock").clone();
                 async move { text }
             }),
         );
@@ -686,8 +731,14 @@ mod tests {
         port
     }
 
-    /// A runtime's `/metrics` with request-duration buckets up to `bounds`.
+    /// A runtime's `/metrics` with request-duration buckets up to `bounds`, idle.
     fn metrics_with_buckets(bounds: &[f64]) -> String {
+        busy_metrics(bounds, 0, 0)
+    }
+
+    /// A runtime's `/metrics` with request-duration buckets up to `bounds` and these requests
+    /// in flight and queued.
+    fn busy_metrics(bounds: &[f64], in_flight: u32, queued: u32) -> String {
         let name = format!("{METRIC_PREFIX}request_duration_seconds");
         let labels = "route=\"/v1/chat/completions\",status=\"200\"";
         let mut text = format!("# TYPE {name} histogram\n");
@@ -698,10 +749,68 @@ mod tests {
             "{name}_bucket{{{labels},le=\"+Inf\"}} 0\n{name}_sum{{{labels}}} 0\n{name}_count{{{labels}}} 0\n"
         ));
         text.push_str(&format!(
-            "# TYPE {METRIC_PREFIX}requests_in_flight gauge\n{METRIC_PREFIX}requests_in_flight 0\n\
-             # TYPE {METRIC_PREFIX}requests_queued gauge\n{METRIC_PREFIX}requests_queued 0\n"
+            "# TYPE {METRIC_PREFIX}requests_in_flight gauge\n{METRIC_PREFIX}requests_in_flight {in_flight}\n\
+             # TYPE {METRIC_PREFIX}requests_queued gauge\n{METRIC_PREFIX}requests_queued {queued}\n"
         ));
         text
+    }
+
+    #[tokio::test]
+    async fn a_load_beyond_the_maximum_is_reported_until_a_minute_after_it_fits() {
+        let bounds = window::request_duration_bounds();
+        let text = std::sync::Arc::new(std::sync::Mutex::new(busy_metrics(&bounds, 4, 8)));
+        let port = serve_shared_metrics(text.clone()).await;
+        let http = reqwest::Client::new();
+        let scaling = Scaling {
+            min: 1,
+            max: 2,
+            objective: Duration::from_secs(30),
+            metric: LatencyMetric::RequestLatency,
+            scale_down_delay: Duration::from_secs(300),
+        };
+        let started = Instant::now();
+        let pods = [ready_pod("a", port)];
+        let mut state = State::default();
+        let tick_now = async |state: &mut State| {
+            state.last_tick = None;
+            super::tick(&http, state, started, &scaling, 4, 2, &pods).await
+        };
+        assert!(tick_now(&mut state).await.is_none(), "first answers");
+        // 12 requests in one replica and no latency yet: 5 replicas at 2.8 each.
+        let busy = tick_now(&mut state).await.expect("a decision");
+        assert_eq!(busy.beyond_max, Some((5, 2)), "{busy:?}");
+        assert_eq!(
+            limited_condition(&busy),
+            Some((
+                true,
+                reasons::TOO_MANY_REPLICAS,
+                "the load needs 5 replicas, more than spec.scaling.maxReplicas (2): the \
+                 objective may be missed until it is raised"
+                    .to_owned()
+            ))
+        );
+        // The load fits again: still limited for a minute, so that a load at the limit does
+        // not flip the condition at every tick.
+        *text.lock().expect("lock") = busy_metrics(&bounds, 1, 0);
+        let fits = tick_now(&mut state).await.expect("a decision");
+        assert_eq!(fits.recommendation.beyond_max, None, "{fits:?}");
+        assert_eq!(fits.beyond_max, Some((5, 2)));
+        let (at, need) = state.beyond_max.expect("remembered");
+        state.beyond_max = at.checked_sub(LIMITED_HOLD).map(|at| (at, need));
+        let later = tick_now(&mut state).await.expect("a decision");
+        assert_eq!(later.beyond_max, None);
+        let (limited, reason, _) = limited_condition(&later).expect("a condition");
+        assert!(!limited);
+        assert_eq!(reason, reasons::WITHIN_MAXIMUM);
+        // Without metrics nothing is known: what the condition said holds.
+        let missing = Tick {
+            recommendation: Recommendation {
+                metrics_missing: true,
+                ..later.recommendation.clone()
+            },
+            ..later
+        };
+        assert_eq!(limited_condition(&missing), None);
     }
 
     #[tokio::test]

@@ -351,15 +351,20 @@ async fn reconcile_inner(
     if let Some((mut state, tick, current)) = scaler {
         let old = ms.status.as_ref();
         let applied = state.applied.take();
-        let previous = match &applied {
-            Some(a) => a.condition.clone(),
+        let autoscaler_condition = |c: &Condition| {
+            [conditions::SCALING_ACTIVE, conditions::SCALING_LIMITED].contains(&c.type_.as_str())
+        };
+        let previous: Vec<Condition> = match &applied {
+            Some(a) => a.conditions.clone(),
             None => old
-                .and_then(|s| {
+                .map(|s| {
                     s.conditions
                         .iter()
-                        .find(|c| c.type_ == conditions::SCALING_ACTIVE)
+                        .filter(|c| autoscaler_condition(c))
+                        .cloned()
+                        .collect()
                 })
-                .cloned(),
+                .unwrap_or_default(),
         };
         let previous_status = match applied {
             Some(a) => a.status,
@@ -375,14 +380,36 @@ async fn reconcile_inner(
                     &now,
                 ));
                 let (ok, reason, message) = autoscaler::scaling_condition(t, current);
-                let fresh = status::condition(conditions::SCALING_ACTIVE, ok, reason, &message);
-                let old_conds: Vec<_> = previous.into_iter().collect();
+                let mut fresh = vec![status::condition(
+                    conditions::SCALING_ACTIVE,
+                    ok,
+                    reason,
+                    &message,
+                )];
+                let limited = autoscaler::limited_condition(t);
+                if let Some((limited, reason, message)) = &limited {
+                    fresh.push(status::condition(
+                        conditions::SCALING_LIMITED,
+                        *limited,
+                        reason,
+                        message,
+                    ));
+                }
                 new_status.conditions.extend(status::merge_conditions(
-                    &old_conds,
-                    vec![fresh],
+                    &previous,
+                    fresh,
                     ms.metadata.generation,
                     &now,
                 ));
+                // Without metrics the limit is unknown: what was said holds.
+                if limited.is_none() {
+                    new_status.conditions.extend(
+                        previous
+                            .iter()
+                            .filter(|c| c.type_ == conditions::SCALING_LIMITED)
+                            .cloned(),
+                    );
+                }
             }
             None => {
                 new_status.autoscaling = previous_status;
@@ -393,11 +420,12 @@ async fn reconcile_inner(
             state.applied = Some(autoscaler::Applied {
                 replicas: v.desired_replicas,
                 status: new_status.autoscaling.clone(),
-                condition: new_status
+                conditions: new_status
                     .conditions
                     .iter()
-                    .find(|c| c.type_ == conditions::SCALING_ACTIVE)
-                    .cloned(),
+                    .filter(|c| autoscaler_condition(c))
+                    .cloned()
+                    .collect(),
             });
         }
         put_autoscaler(ctx, uid.clone(), state);
@@ -676,16 +704,21 @@ fn is_true(s: &ModelServiceStatus, type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
-/// The `Ready` and `Stalled` conditions of `new` to announce: those whose status or reason
-/// differs from what was last announced, or, where nothing was, from the old status. Stalled
-/// going False is implied by Ready's own event. Records `new` in `announced`.
+/// The `Ready`, `Stalled` and `ScalingLimited` conditions of `new` to announce: those whose
+/// status or reason differs from what was last announced, or, where nothing was, from the old
+/// status. Stalled going False is implied by Ready's own event; ScalingLimited going False is
+/// the next ScaledDown or nothing to say. Records `new` in `announced`.
 fn transitions<'a>(
     old: Option<&ModelServiceStatus>,
     new: &'a ModelServiceStatus,
     announced: &mut Announced,
 ) -> Vec<(&'static str, &'a Condition)> {
     let mut out = Vec::new();
-    for type_ in [conditions::READY, conditions::STALLED] {
+    for type_ in [
+        conditions::READY,
+        conditions::STALLED,
+        conditions::SCALING_LIMITED,
+    ] {
         let Some(after) = new.conditions.iter().find(|c| c.type_ == type_) else {
             continue;
         };
@@ -695,7 +728,8 @@ fn transitions<'a>(
                 .map(|c| (c.status.clone(), c.reason.clone()))
         });
         if before.as_ref() == Some(&now)
-            || (type_ == conditions::STALLED && after.status == "False")
+            || ([conditions::STALLED, conditions::SCALING_LIMITED].contains(&type_)
+                && after.status == "False")
         {
             continue;
         }
@@ -704,7 +738,8 @@ fn transitions<'a>(
     out
 }
 
-/// An Event for each change of `Ready` or `Stalled`, with the condition's reason and message.
+/// An Event for each change of `Ready` or `Stalled`, and for `ScalingLimited` turning True, with
+/// the condition's reason and message.
 async fn publish_transitions(
     ctx: &Context,
     ms: &ModelService,
@@ -720,7 +755,8 @@ async fn publish_transitions(
         return;
     };
     for (type_, after) in changed {
-        let warning = (type_ == conditions::STALLED && after.status == "True")
+        let warning = ([conditions::STALLED, conditions::SCALING_LIMITED].contains(&type_)
+            && after.status == "True")
             || (type_ == conditions::READY
                 && after.status == "False"
                 && after.reason == reasons::INVALID_SPEC);
@@ -887,6 +923,26 @@ mod tests {
             2
         );
         assert!(transitions(Some(&stalled), &stalled, &mut Announced::new()).is_empty());
+    }
+
+    #[test]
+    fn reaching_the_maximum_is_announced_and_leaving_it_is_not() {
+        let within = with(&[(conditions::SCALING_LIMITED, false, reasons::WITHIN_MAXIMUM)]);
+        let limited = with(&[(
+            conditions::SCALING_LIMITED,
+            true,
+            reasons::TOO_MANY_REPLICAS,
+        )]);
+        let mut announced = Announced::new();
+        let reached = transitions(Some(&within), &limited, &mut announced);
+        assert_eq!(
+            reached
+                .iter()
+                .map(|(t, c)| (*t, c.reason.as_str()))
+                .collect::<Vec<_>>(),
+            [(conditions::SCALING_LIMITED, reasons::TOO_MANY_REPLICAS)]
+        );
+        assert!(transitions(Some(&limited), &within, &mut announced).is_empty());
     }
 
     #[test]
