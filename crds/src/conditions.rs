@@ -15,8 +15,10 @@ pub const WEIGHTS_AVAILABLE: &str = "WeightsAvailable";
 /// A rollout or a scale change is under way.
 pub const PROGRESSING: &str = "Progressing";
 
-/// The autoscaler has fresh metrics and acts on them (autoscaled ModelServices only; as the
-/// HorizontalPodAutoscaler's condition of the same name).
+/// The autoscaler has fresh metrics that can show the objective missed, and acts on them
+/// (autoscaled ModelServices only; as the HorizontalPodAutoscaler's condition of the same name).
+/// False while metrics are missing (the count is held) or while a replica's latency buckets end
+/// below the objective (it goes on scaling, blind to a missed objective).
 pub const SCALING_ACTIVE: &str = "ScalingActive";
 /// Whether the load needs more replicas than `spec.scaling.maxReplicas` (autoscaled
 /// ModelServices only; as the HorizontalPodAutoscaler's condition of the same name, for the

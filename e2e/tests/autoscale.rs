@@ -237,7 +237,9 @@ async fn latency_over_the_objective_scales_up_recovers_and_scales_down_after_the
         })
         .await?;
 
-        // What one replica does alone: three requests one after another.
+        // What one replica does alone: the median of five requests one after another, after
+        // one that warms it up. (The median of three, cold, once read 1.42 s where the replica
+        // took 1.15 s: the load offered was then within its capacity, and nothing scaled.)
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()?;
@@ -246,14 +248,16 @@ async fn latency_over_the_objective_scales_up_recovers_and_scales_down_after_the
             .first()
             .cloned()
             .context("a ready pod")?;
+        complete(&http, &ip).await?;
         let mut alone = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..5 {
             let t = Instant::now();
             complete(&http, &ip).await?;
             alone.push(t.elapsed());
         }
         alone.sort();
-        let service = alone[1];
+        eprintln!("one replica alone: {alone:?}");
+        let service = alone[2];
         ensure!(
             service * 2 < OBJECTIVE,
             "one 64-token completion alone takes {service:?} here: this machine is too slow for an \

@@ -244,8 +244,9 @@ pub struct Recommendation {
     pub capacity_per_replica: Option<f64>,
     /// The latency model used, to pass back in the next [`PolicyInput::model`].
     pub model: Option<LatencyModel>,
-    /// Replicas the load needs when that is more than `max_replicas` (`desired` is then the
-    /// maximum); `None` when the maximum suffices or nothing was sized.
+    /// Replicas the load needs when that is more than `max_replicas` and `desired` is the
+    /// maximum; `None` when the maximum suffices, the count stays below it (the dead band), or
+    /// nothing was sized.
     #[serde(default)]
     pub beyond_max: Option<u32>,
 }
@@ -456,14 +457,11 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     let max = cfg.max_replicas.max(min);
     let current = input.current_replicas;
     let clamp = |n: u32| n.clamp(min, max);
-    // What a reason adds when the load needs more replicas than the maximum.
-    let beyond = |need: u32| {
-        if need > max {
-            format!("; held at {max}, the maximum")
-        } else {
-            String::new()
-        }
-    };
+    // The count the load needs when the maximum holds the fleet (going `to`) below it, and what
+    // a reason adds then.
+    let beyond_max = |need: u32, to: u32| (need > max && to == max).then_some(need);
+    let beyond =
+        |b: Option<u32>| b.map_or(String::new(), |_| format!("; held at {max}, the maximum"));
     let objective = cfg.objective.as_secs_f64();
     let delay = cfg.scale_down_delay.as_secs_f64();
     let cold_start = input.cold_start.as_secs_f64();
@@ -632,18 +630,20 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
         let per = 0.7 * f64::from(cfg.max_concurrency.max(1));
         let need = (busy / per).ceil() as u32;
         let n = clamp(need);
+        let sizing = format!(
+            "{busy:.0} requests in the replicas, {} replicas at {per:.1} each",
+            if need > max { need } else { n }
+        );
         if n > current {
+            let b = beyond_max(need, n);
             return Recommendation {
                 desired: n,
-                reason: format!(
-                    "{observed}; no latency measured yet: {busy:.0} requests in the replicas, {need} replicas at {per:.1} each{}",
-                    beyond(need)
-                ),
+                reason: format!("{observed}; no latency measured yet: {sizing}{}", beyond(b)),
                 metrics_missing: false,
                 arrival_rate: Some(lambda_now),
                 capacity_per_replica: None,
                 model: None,
-                beyond_max: (need > max).then_some(need),
+                beyond_max: b,
             };
         }
         // No request since the first window kept, for as long as a pause is held (the operator
@@ -667,19 +667,13 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
                 beyond_max: None,
             };
         }
+        let b = beyond_max(need, clamp(current));
         return Recommendation {
-            beyond_max: (need > max).then_some(need),
+            beyond_max: b,
             ..hold(
                 format!(
                     "holding {current} replicas: {observed}; no latency measured yet{}",
-                    if need > max {
-                        format!(
-                            ": {busy:.0} requests in the replicas, {need} replicas at {per:.1} each{}",
-                            beyond(need)
-                        )
-                    } else {
-                        String::new()
-                    }
+                    b.map_or(String::new(), |_| format!(": {sizing}{}", beyond(b)))
                 ),
                 false,
             )
@@ -946,12 +940,15 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
             "{need} replicas: latency over the objective although the estimate says {current} suffice"
         );
     }
-    let beyond_max = (need > max).then_some(need);
+    let beyond_max = beyond_max(need, want);
 
     if want > current {
         return Recommendation {
             desired: want,
-            reason: format!("{observed}; {explain_capacity}; {sizing}{}", beyond(need)),
+            reason: format!(
+                "{observed}; {explain_capacity}; {sizing}{}",
+                beyond(beyond_max)
+            ),
             metrics_missing: false,
             arrival_rate: Some(lambda_now),
             capacity_per_replica: Some(capacity),
@@ -975,7 +972,7 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     };
     if want >= current {
         let sized = if beyond_max.is_some() {
-            format!("; {sizing}{}", beyond(need))
+            format!("; {sizing}{}", beyond(beyond_max))
         } else {
             String::new()
         };
@@ -1103,7 +1100,7 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
             secs(delay)
         ));
     }
-    let why = if need > max {
+    let why = if current > max && down_to == max {
         format!("{current} replicas is more than the maximum: scaling down to it")
     } else {
         format!(
@@ -1113,7 +1110,10 @@ pub fn decide(input: &PolicyInput) -> Recommendation {
     };
     Recommendation {
         desired: down_to,
-        reason: format!("{observed}; {explain_capacity}; {why}{}", beyond(need)),
+        reason: format!(
+            "{observed}; {explain_capacity}; {why}{}",
+            beyond(beyond_max)
+        ),
         metrics_missing: false,
         arrival_rate: Some(lambda_now),
         capacity_per_replica: Some(capacity),
@@ -1145,6 +1145,7 @@ mod tests {
         (l, w)
     }
 
+    #[derive(Clone)]
     struct Fleet {
         cfg: PolicyConfig,
         now: f64,
@@ -2131,6 +2132,31 @@ mod tests {
             "{}",
             f.reason()
         );
+    }
+
+    #[test]
+    fn a_load_beyond_the_maximum_is_reported_only_at_the_maximum() {
+        // Forty-odd replicas, a maximum of one more, and a noisy load rising by a quarter a
+        // quarter of an hour: every decision that reports a need beyond the maximum runs the
+        // maximum and says so.
+        let mut f = settled(6.0);
+        let n = f.replicas;
+        f.cfg.max_replicas = n + 1;
+        let mut limited = 0;
+        for i in 0..360_u32 {
+            f.step(6.0 * (1.0 + 0.25 * f64::from(i) / 180.0) * noise(u64::from(i), 0.25));
+            let r = f.last.clone().expect("a decision");
+            if let Some(need) = r.beyond_max {
+                limited += 1;
+                assert!(need > n + 1, "{need}: {}", r.reason);
+                assert_eq!(r.desired, n + 1, "{need} needed: {}", r.reason);
+                let held = format!("; held at {}, the maximum", n + 1);
+                assert!(r.reason.ends_with(&held), "{}", r.reason);
+            } else {
+                assert!(!r.reason.contains("the maximum"), "{}", r.reason);
+            }
+        }
+        assert!(limited > 0, "the load never needed more than the maximum");
     }
 
     #[test]

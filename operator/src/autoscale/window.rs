@@ -18,6 +18,14 @@ use super::policy::Observation;
 /// Prefix of every runtime metric (`runtime/src/metrics.rs` registers them under it).
 pub const METRIC_PREFIX: &str = "modelfleet_runtime_";
 
+/// The runtime's histogram of the latency `metric` is about, less [`METRIC_PREFIX`].
+pub fn histogram_name(metric: LatencyMetric) -> &'static str {
+    match metric {
+        LatencyMetric::RequestLatency => "request_duration_seconds",
+        LatencyMetric::TimeToFirstToken => "time_to_first_token_seconds",
+    }
+}
+
 /// Routes whose requests generate tokens: the only ones whose latency and rate drive scaling
 /// (probes and `/metrics` scrapes are fast and would dilute the quantiles).
 pub const GENERATION_ROUTES: [&str; 2] = ["/v1/completions", "/v1/chat/completions"];
@@ -284,14 +292,24 @@ pub struct PodMetrics {
     pub generated_tokens: f64,
 }
 
+impl PodMetrics {
+    /// The histogram of the latency `metric` is about.
+    pub fn latency(&self, metric: LatencyMetric) -> &Histogram {
+        match metric {
+            LatencyMetric::RequestLatency => &self.request_duration,
+            LatencyMetric::TimeToFirstToken => &self.time_to_first_token,
+        }
+    }
+}
+
 /// Reads one `/metrics` text. The in-flight and queued gauges must be present (every runtime
 /// exports them from the start); a histogram or counter with no samples yet reads as zero.
 pub fn parse_pod_metrics(text: &str) -> Result<PodMetrics, WindowError> {
     let scrape =
         Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).map_err(WindowError::Read)?;
     let name = |suffix: &str| format!("{METRIC_PREFIX}{suffix}");
-    let duration = name("request_duration_seconds");
-    let ttft = name("time_to_first_token_seconds");
+    let duration = name(histogram_name(LatencyMetric::RequestLatency));
+    let ttft = name(histogram_name(LatencyMetric::TimeToFirstToken));
     let mut m = PodMetrics::default();
     let mut seen_in_flight = false;
     let mut seen_queued = false;

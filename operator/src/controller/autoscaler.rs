@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use modelfleet_crds::conditions::reasons;
+use modelfleet_crds::conditions::{self, reasons};
 use modelfleet_crds::{AutoscalingStatus, LatencyMetric, LearnedScaling, ScalingDecision};
 use tracing::warn;
 
 use super::observe::{is_ready, metrics_url, parse_model_info};
+use super::status;
 use super::validate::{Scaling, format_duration};
 use crate::autoscale::learned::{learned_from, learned_moved, model_from};
 use crate::autoscale::policy::{
@@ -49,8 +50,8 @@ pub struct State {
     measured_for: Option<(LatencyMetric, i32)>,
     last_tick: Option<Instant>,
     last_status_refresh: Option<Instant>,
-    /// When the load last needed more than the maximum, and how many replicas.
-    beyond_max: Option<(Instant, u32)>,
+    /// The stretch in which the load last needed more than the maximum.
+    limited: Option<Limited>,
     /// See [`State::epoch`].
     epoch: Option<Timestamp>,
     /// The model header of the first ready pod that had read it, from this tick's scrapes: the
@@ -59,8 +60,8 @@ pub struct State {
     /// When a reconcile last used this state (to forget deleted ModelServices).
     pub touched: Option<Instant>,
     /// What this process last applied and wrote: the replica count, `status.autoscaling` and
-    /// the ScalingActive and ScalingLimited conditions. The next reconcile may see a cached object that does not
-    /// show them yet; reading them back from there would undo a decision.
+    /// the ScalingActive and ScalingLimited conditions. The next reconcile may see a cached
+    /// object that does not show them yet; reading them back from there would undo a decision.
     pub applied: Option<Applied>,
 }
 
@@ -122,6 +123,17 @@ impl State {
     }
 }
 
+/// A stretch in which the load needed more replicas than the maximum.
+#[derive(Debug, Clone, Copy)]
+struct Limited {
+    /// When it last did.
+    last: Instant,
+    /// The most it needed.
+    need: u32,
+    /// The maximum then.
+    max: i32,
+}
+
 /// See [`State::applied`].
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -144,22 +156,65 @@ pub struct Tick {
     pub learned: Option<LearnedScaling>,
     /// Ready pods whose histogram of the objective's latency ends below the objective.
     pub short_histograms: Option<ShortHistograms>,
-    /// Replicas the load needed, and the maximum, when it needed more within [`LIMITED_HOLD`].
+    /// While the load needs more replicas than the maximum, and for [`LIMITED_HOLD`] after: the
+    /// most it needed since it first did, and the maximum.
     pub beyond_max: Option<(u32, i32)>,
 }
 
-/// Ready pods whose histogram of the objective's latency ends below the objective (a runtime
-/// image older than the operator, or another server): a p95 above their largest bucket reads as
-/// that bucket, so the autoscaler cannot see the objective missed there.
+/// Ready pods whose histogram of the objective's latency ends at or below the objective (a
+/// runtime image older than the operator, or another server): a p95 above their largest bucket
+/// reads as that bucket, so the autoscaler cannot see the objective missed there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShortHistograms {
-    /// Their names, sorted.
+    /// Their names, the one whose buckets end lowest first, then by name.
     pub pods: Vec<String>,
-    /// The lowest of their largest bucket bounds, seconds.
+    /// Where the first one's buckets end, seconds.
     pub largest_bound: f64,
     /// The objective and the latency it is about.
     pub objective: Duration,
     pub metric: LatencyMetric,
+}
+
+/// Whether `c` is one of the autoscaler's conditions (ScalingActive, ScalingLimited).
+pub fn is_autoscaler_condition(c: &Condition) -> bool {
+    [conditions::SCALING_ACTIVE, conditions::SCALING_LIMITED].contains(&c.type_.as_str())
+}
+
+/// The autoscaler's conditions after `tick`, from what they were (`previous`): ScalingActive,
+/// then ScalingLimited, which stays as it was while the tick had no metrics to size with.
+pub fn conditions_after(
+    previous: &[Condition],
+    tick: &Tick,
+    current: i32,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let (ok, reason, message) = scaling_condition(tick, current);
+    let mut fresh = vec![status::condition(
+        conditions::SCALING_ACTIVE,
+        ok,
+        reason,
+        &message,
+    )];
+    let limited = limited_condition(tick);
+    if let Some((limited, reason, message)) = &limited {
+        fresh.push(status::condition(
+            conditions::SCALING_LIMITED,
+            *limited,
+            reason,
+            message,
+        ));
+    }
+    let mut out = status::merge_conditions(previous, fresh, generation, now);
+    if limited.is_none() {
+        out.extend(
+            previous
+                .iter()
+                .filter(|c| c.type_ == conditions::SCALING_LIMITED)
+                .cloned(),
+        );
+    }
+    out
 }
 
 /// The ScalingLimited condition after `tick`: status, reason and message; `None` when the tick
@@ -173,7 +228,7 @@ pub fn limited_condition(tick: &Tick) -> Option<(bool, &'static str, String)> {
             true,
             reasons::TOO_MANY_REPLICAS,
             format!(
-                "the load needs {need} replicas, more than spec.scaling.maxReplicas ({max}): the objective may be missed until it is raised"
+                "the load has needed more replicas than spec.scaling.maxReplicas ({max}) within the last minute, up to {need} since it first did: the objective may be missed until the maximum is raised"
             ),
         ),
         None => (
@@ -194,25 +249,25 @@ pub fn scaling_condition(tick: &Tick, current: i32) -> (bool, &'static str, Stri
         );
     }
     if let Some(short) = &tick.short_histograms {
-        let (metric, name) = match short.metric {
-            LatencyMetric::RequestLatency => ("request latency", "request_duration_seconds"),
-            LatencyMetric::TimeToFirstToken => {
-                ("time to first token", "time_to_first_token_seconds")
-            }
+        let metric = match short.metric {
+            LatencyMetric::RequestLatency => "request latency",
+            LatencyMetric::TimeToFirstToken => "time to first token",
         };
         let top = format_duration(Duration::from_millis(
             (short.largest_bound * 1000.0).round() as u64,
         ));
         let more = match short.pods.len() {
             0 | 1 => String::new(),
-            n => format!(" and {} more", n - 1),
+            2 => " (1 more pod's end below the objective too)".to_owned(),
+            n => format!(" ({} more pods' end below the objective too)", n - 1),
         };
         return (
             false,
             reasons::OBJECTIVE_NOT_MEASURABLE,
             format!(
-                "the {metric} objective {} is beyond what the runtime measures: the {METRIC_PREFIX}{name} buckets of pod {}{more} end at {top}, so a p95 above {top} reads as {top} and a missed objective is not seen; run a runtime image whose buckets reach the objective",
+                "the {metric} objective {} is beyond what the runtime measures, so the autoscaler goes on scaling but cannot see the objective missed: the {METRIC_PREFIX}{} buckets of pod {} end at {top}{more}, and a p95 above {top} reads as {top}; run a runtime image whose buckets reach the objective",
                 format_duration(short.objective),
+                window::histogram_name(short.metric),
                 short.pods.first().map_or("", String::as_str),
             ),
         );
@@ -273,22 +328,11 @@ pub async fn tick(
 
     let mut reports = Vec::with_capacity(results.len());
     let mut seen = HashMap::new();
-    let mut short: Vec<(String, f64)> = Vec::new();
     state.header = None;
     for (pod, result) in results {
         match result {
             Ok((metrics, header)) => {
                 state.header = state.header.take().or(header);
-                let histogram = match scaling.metric {
-                    LatencyMetric::RequestLatency => &metrics.request_duration,
-                    LatencyMetric::TimeToFirstToken => &metrics.time_to_first_token,
-                };
-                if let Some(top) = histogram
-                    .largest_bound()
-                    .filter(|top| *top < scaling.objective.as_secs_f64())
-                {
-                    short.push((pod.clone(), top));
-                }
                 // A pod answering for the first time has no window yet: it is neither measured
                 // nor missing.
                 if let Some((at, earlier)) = state.last.get(&pod) {
@@ -310,6 +354,26 @@ pub async fn tick(
         }
     }
     state.last = seen;
+    // From each ready pod's last answer, this tick's or an earlier one: a pod that misses a
+    // scrape does not flip the condition.
+    let mut short: Vec<(f64, String)> = state
+        .last
+        .iter()
+        .filter_map(|(pod, (_, metrics))| {
+            let top = metrics.latency(scaling.metric).largest_bound()?;
+            (top <= scaling.objective.as_secs_f64()).then(|| (top, pod.clone()))
+        })
+        .collect();
+    short.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let short_histograms = short
+        .first()
+        .map(|s| s.0)
+        .map(|largest_bound| ShortHistograms {
+            largest_bound,
+            pods: short.into_iter().map(|s| s.1).collect(),
+            objective: scaling.objective,
+            metric: scaling.metric,
+        });
     // Nothing measured yet and every ready pod answered, each for the first time (the operator
     // restarted, or the first replicas just became ready): no window yet, which is not missing
     // metrics. The next tick measures; until then status says what it said (no
@@ -350,13 +414,19 @@ pub async fn tick(
     };
     let rec = policy::decide(&input);
     state.model = rec.model.or(state.model);
+    // A stretch at the maximum ends LIMITED_HOLD after the load last needed more, or when the
+    // maximum changes.
+    state.limited = state
+        .limited
+        .filter(|l| l.max == scaling.max && now.duration_since(l.last) < LIMITED_HOLD);
     if let Some(need) = rec.beyond_max {
-        state.beyond_max = Some((now, need));
+        state.limited = Some(Limited {
+            last: now,
+            need: state.limited.map_or(need, |l| l.need.max(need)),
+            max: scaling.max,
+        });
     }
-    let beyond_max = state
-        .beyond_max
-        .filter(|(at, _)| now.duration_since(*at) < LIMITED_HOLD)
-        .map(|(_, need)| (need, scaling.max));
+    let beyond_max = state.limited.map(|l| (l.need, l.max));
     let changed = i64::from(rec.desired) != i64::from(current);
     if changed {
         state.decisions.push(PastDecision {
@@ -369,13 +439,6 @@ pub async fn tick(
     let learned = state
         .model
         .map(|m| learned_from(&m, scaling.metric, max_concurrency, epoch));
-    short.sort_by(|a, b| a.0.cmp(&b.0));
-    let short_histograms = (!short.is_empty()).then(|| ShortHistograms {
-        largest_bound: short.iter().map(|s| s.1).fold(f64::INFINITY, f64::min),
-        pods: short.into_iter().map(|s| s.0).collect(),
-        objective: scaling.objective,
-        metric: scaling.metric,
-    });
     Some(Tick {
         recommendation: rec,
         changed,
@@ -656,24 +719,17 @@ mod tests {
 
     #[tokio::test]
     async fn first_answers_are_not_missing_metrics() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let text = "# TYPE modelfleet_runtime_requests_in_flight gauge\n\
-                    modelfleet_runtime_requests_in_flight 0\n\
-                    # TYPE modelfleet_runtime_requests_queued gauge\n\
-                    modelfleet_runtime_requests_queued 0\n\
-                    # TYPE modelfleet_runtime_model_info gauge\n\
-                    modelfleet_runtime_model_info{architecture=\"llama\",quantization=\"Q4_1\"} 1\n";
-        let app =
-            axum::Router::new().route("/metrics", axum::routing::get(move || async move { text }));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        // A port nothing listens on: bound, then released.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
+        let port = serve_metrics(
+            "# TYPE modelfleet_runtime_requests_in_flight gauge\n\
+             modelfleet_runtime_requests_in_flight 0\n\
+             # TYPE modelfleet_runtime_requests_queued gauge\n\
+             modelfleet_runtime_requests_queued 0\n\
+             # TYPE modelfleet_runtime_model_info gauge\n\
+             modelfleet_runtime_model_info{architecture=\"llama\",quantization=\"Q4_1\"} 1\n"
+                .to_owned(),
+        )
+        .await;
+        let closed = closed_port();
 
         let http = reqwest::Client::new();
         let scaling = Scaling {
@@ -731,23 +787,32 @@ mod tests {
         port
     }
 
-    /// A runtime's `/metrics` with request-duration buckets up to `bounds`, idle.
-    fn metrics_with_buckets(bounds: &[f64]) -> String {
-        busy_metrics(bounds, 0, 0)
+    /// A port nothing listens on: bound, then released.
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port()
     }
 
-    /// A runtime's `/metrics` with request-duration buckets up to `bounds` and these requests
-    /// in flight and queued.
-    fn busy_metrics(bounds: &[f64], in_flight: u32, queued: u32) -> String {
-        let name = format!("{METRIC_PREFIX}request_duration_seconds");
+    /// A runtime's `/metrics` whose request-duration and time-to-first-token buckets end at
+    /// `request` and `ttft`, with these requests in flight and queued.
+    fn runtime_metrics(request: &[f64], ttft: &[f64], in_flight: u32, queued: u32) -> String {
+        let mut text = String::new();
         let labels = "route=\"/v1/chat/completions\",status=\"200\"";
-        let mut text = format!("# TYPE {name} histogram\n");
-        for le in bounds {
-            text.push_str(&format!("{name}_bucket{{{labels},le=\"{le}\"}} 0\n"));
+        for (metric, bounds) in [
+            (LatencyMetric::RequestLatency, request),
+            (LatencyMetric::TimeToFirstToken, ttft),
+        ] {
+            let name = format!("{METRIC_PREFIX}{}", window::histogram_name(metric));
+            text.push_str(&format!("# TYPE {name} histogram\n"));
+            for le in bounds.iter().map(f64::to_string).chain(["+Inf".to_owned()]) {
+                text.push_str(&format!("{name}_bucket{{{labels},le=\"{le}\"}} 0\n"));
+            }
+            text.push_str(&format!(
+                "{name}_sum{{{labels}}} 0\n{name}_count{{{labels}}} 0\n"
+            ));
         }
-        text.push_str(&format!(
-            "{name}_bucket{{{labels},le=\"+Inf\"}} 0\n{name}_sum{{{labels}}} 0\n{name}_count{{{labels}}} 0\n"
-        ));
         text.push_str(&format!(
             "# TYPE {METRIC_PREFIX}requests_in_flight gauge\n{METRIC_PREFIX}requests_in_flight {in_flight}\n\
              # TYPE {METRIC_PREFIX}requests_queued gauge\n{METRIC_PREFIX}requests_queued {queued}\n"
@@ -755,53 +820,106 @@ mod tests {
         text
     }
 
+    /// This runtime's `/metrics`, with these requests in flight and queued.
+    fn current_runtime(in_flight: u32, queued: u32) -> String {
+        runtime_metrics(
+            &window::request_duration_bounds(),
+            &window::time_to_first_token_bounds(),
+            in_flight,
+            queued,
+        )
+    }
+
+    fn scaling(max: i32, objective: u64, metric: LatencyMetric) -> Scaling {
+        Scaling {
+            min: 1,
+            max,
+            objective: Duration::from_secs(objective),
+            metric,
+            scale_down_delay: Duration::from_secs(300),
+        }
+    }
+
+    /// A tick now, however recent the last one.
+    async fn tick_now(
+        state: &mut State,
+        started: Instant,
+        scaling: &Scaling,
+        current: i32,
+        pods: &[Pod],
+    ) -> Option<Tick> {
+        state.last_tick = None;
+        super::tick(
+            &reqwest::Client::new(),
+            state,
+            started,
+            scaling,
+            4,
+            current,
+            pods,
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn a_load_beyond_the_maximum_is_reported_until_a_minute_after_it_fits() {
-        let bounds = window::request_duration_bounds();
-        let text = std::sync::Arc::new(std::sync::Mutex::new(busy_metrics(&bounds, 4, 8)));
+        let text = std::sync::Arc::new(std::sync::Mutex::new(current_runtime(4, 8)));
         let port = serve_shared_metrics(text.clone()).await;
-        let http = reqwest::Client::new();
-        let scaling = Scaling {
-            min: 1,
-            max: 2,
-            objective: Duration::from_secs(30),
-            metric: LatencyMetric::RequestLatency,
-            scale_down_delay: Duration::from_secs(300),
-        };
         let started = Instant::now();
         let pods = [ready_pod("a", port)];
+        let at_most_2 = scaling(2, 30, LatencyMetric::RequestLatency);
         let mut state = State::default();
-        let tick_now = async |state: &mut State| {
-            state.last_tick = None;
-            super::tick(&http, state, started, &scaling, 4, 2, &pods).await
+        let tick = async |state: &mut State, scaling: &Scaling| {
+            tick_now(state, started, scaling, 2, &pods)
+                .await
+                .expect("a decision")
         };
-        assert!(tick_now(&mut state).await.is_none(), "first answers");
+        assert!(
+            tick_now(&mut state, started, &at_most_2, 2, &pods)
+                .await
+                .is_none(),
+            "first answers"
+        );
         // 12 requests in one replica and no latency yet: 5 replicas at 2.8 each.
-        let busy = tick_now(&mut state).await.expect("a decision");
+        let busy = tick(&mut state, &at_most_2).await;
         assert_eq!(busy.beyond_max, Some((5, 2)), "{busy:?}");
         assert_eq!(
             limited_condition(&busy),
             Some((
                 true,
                 reasons::TOO_MANY_REPLICAS,
-                "the load needs 5 replicas, more than spec.scaling.maxReplicas (2): the \
-                 objective may be missed until it is raised"
+                "the load has needed more replicas than spec.scaling.maxReplicas (2) within the \
+                 last minute, up to 5 since it first did: the objective may be missed until the \
+                 maximum is raised"
                     .to_owned()
             ))
         );
+        // Less, still beyond: the most it needed stays in the message (no write per tick).
+        *text.lock().expect("lock") = current_runtime(4, 4);
+        let less = tick(&mut state, &at_most_2).await;
+        assert_eq!(less.recommendation.beyond_max, Some(3));
+        assert_eq!(less.beyond_max, Some((5, 2)));
         // The load fits again: still limited for a minute, so that a load at the limit does
         // not flip the condition at every tick.
-        *text.lock().expect("lock") = busy_metrics(&bounds, 1, 0);
-        let fits = tick_now(&mut state).await.expect("a decision");
+        *text.lock().expect("lock") = current_runtime(1, 0);
+        let fits = tick(&mut state, &at_most_2).await;
         assert_eq!(fits.recommendation.beyond_max, None, "{fits:?}");
         assert_eq!(fits.beyond_max, Some((5, 2)));
-        let (at, need) = state.beyond_max.expect("remembered");
-        state.beyond_max = at.checked_sub(LIMITED_HOLD).map(|at| (at, need));
-        let later = tick_now(&mut state).await.expect("a decision");
+        let limited = state.limited.as_mut().expect("remembered");
+        limited.last = limited.last.checked_sub(LIMITED_HOLD).expect("an instant");
+        let later = tick(&mut state, &at_most_2).await;
         assert_eq!(later.beyond_max, None);
         let (limited, reason, _) = limited_condition(&later).expect("a condition");
         assert!(!limited);
         assert_eq!(reason, reasons::WITHIN_MAXIMUM);
+
+        // A new maximum that suffices ends a stretch at once.
+        *text.lock().expect("lock") = current_runtime(4, 8);
+        assert!(tick(&mut state, &at_most_2).await.beyond_max.is_some());
+        *text.lock().expect("lock") = current_runtime(1, 0);
+        let raised = tick(&mut state, &scaling(10, 30, LatencyMetric::RequestLatency)).await;
+        assert_eq!(raised.beyond_max, None);
+
         // Without metrics nothing is known: what the condition said holds.
         let missing = Tick {
             recommendation: Recommendation {
@@ -813,55 +931,129 @@ mod tests {
         assert_eq!(limited_condition(&missing), None);
     }
 
+    #[test]
+    fn the_autoscalers_conditions_keep_their_order_and_what_missing_metrics_cannot_tell() {
+        let limited = Tick {
+            beyond_max: Some((5, 2)),
+            ..tick(2, false)
+        };
+        let types = |c: &[Condition]| {
+            c.iter()
+                .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+                .collect::<Vec<_>>()
+        };
+        let first = conditions_after(&[], &limited, 2, Some(1), &t(0));
+        let owned = |t: &str, s: &str, r: &str| (t.to_owned(), s.to_owned(), r.to_owned());
+        assert_eq!(
+            types(&first),
+            [
+                owned("ScalingActive", "True", "MetricsAvailable"),
+                owned("ScalingLimited", "True", "TooManyReplicas"),
+            ]
+        );
+        // Metrics missing: ScalingActive says so, ScalingLimited stays as it was, second.
+        let mut missing = tick(2, false);
+        missing.recommendation.metrics_missing = true;
+        let held = conditions_after(&first, &missing, 2, Some(1), &t(10));
+        assert_eq!(
+            types(&held),
+            [
+                owned("ScalingActive", "False", "MetricsUnavailable"),
+                owned("ScalingLimited", "True", "TooManyReplicas"),
+            ]
+        );
+        assert_eq!(held[1], first[1], "kept as it was");
+        // Back within the maximum; a condition whose status did not change keeps its time.
+        let within = conditions_after(&held, &tick(2, false), 2, Some(1), &t(20));
+        assert_eq!(
+            types(&within),
+            [
+                owned("ScalingActive", "True", "MetricsAvailable"),
+                owned("ScalingLimited", "False", "WithinMaximum"),
+            ]
+        );
+        assert_eq!(within[0].last_transition_time, t(20));
+        let again = conditions_after(&within, &tick(2, false), 2, Some(1), &t(30));
+        assert_eq!(again, within);
+    }
+
     #[tokio::test]
     async fn an_objective_beyond_a_replicas_buckets_is_reported() {
-        // An older runtime's buckets end at 115.85 s (5 ms × √2^29); this operator's runtime
-        // reaches an hour.
-        let old = serve_metrics(metrics_with_buckets(&[1.0, 10.0, 115.85])).await;
-        let new = serve_metrics(metrics_with_buckets(&window::request_duration_bounds())).await;
-        let http = reqwest::Client::new();
-        let scaling = |objective: u64| Scaling {
-            min: 1,
-            max: 3,
-            objective: Duration::from_secs(objective),
-            metric: LatencyMetric::RequestLatency,
-            scale_down_delay: Duration::from_secs(300),
-        };
+        // An older runtime's buckets end at 115.85 s (5 ms × √2^29) for the request latency and
+        // at 23.17 s (1 ms × √2^29) for the time to first token; this operator's runtime's
+        // reach an hour.
+        let (request, ttft) = (
+            window::request_duration_bounds(),
+            window::time_to_first_token_bounds(),
+        );
+        let old = serve_metrics(runtime_metrics(&request[..30], &ttft[..30], 0, 0)).await;
+        let older = serve_metrics(runtime_metrics(&request[..20], &ttft[..20], 0, 0)).await;
+        let new = serve_metrics(current_runtime(0, 0)).await;
         let started = Instant::now();
         let pods = [
             ready_pod("new", new),
-            ready_pod("old-b", old),
-            ready_pod("old-a", old),
+            ready_pod("a-old", old),
+            ready_pod("b-older", older),
         ];
-        let two_ticks = |scaling: Scaling| {
-            let (http, pods) = (&http, &pods);
-            async move {
-                let mut state = State::default();
-                super::tick(http, &mut state, started, &scaling, 4, 3, pods).await;
-                state.last_tick = None;
-                super::tick(http, &mut state, started, &scaling, 4, 3, pods)
-                    .await
-                    .expect("a decision")
-            }
+        let two_ticks = async |scaling: Scaling, pods: &[Pod]| {
+            let mut state = State::default();
+            tick_now(&mut state, started, &scaling, 3, pods).await;
+            let second = tick_now(&mut state, started, &scaling, 3, pods)
+                .await
+                .expect("a decision");
+            (state, second)
         };
 
-        let beyond = two_ticks(scaling(300)).await;
+        let (mut state, beyond) =
+            two_ticks(scaling(3, 300, LatencyMetric::RequestLatency), &pods).await;
         let short = beyond.short_histograms.clone().expect("short histograms");
-        assert_eq!(short.pods, ["old-a", "old-b"]);
-        assert_eq!(short.largest_bound, 115.85);
+        // The lowest bound first, with its pod.
+        assert_eq!(short.pods, ["b-older", "a-old"]);
+        assert_eq!(short.largest_bound, request[19]);
         let (ok, reason, message) = scaling_condition(&beyond, 3);
         assert!(!ok);
         assert_eq!(reason, reasons::OBJECTIVE_NOT_MEASURABLE);
         assert_eq!(
             message,
-            "the request latency objective 5m is beyond what the runtime measures: the \
-             modelfleet_runtime_request_duration_seconds buckets of pod old-a and 1 more end at \
-             115.85s, so a p95 above 115.85s reads as 115.85s and a missed objective is not \
-             seen; run a runtime image whose buckets reach the objective"
+            "the request latency objective 5m is beyond what the runtime measures, so the \
+             autoscaler goes on scaling but cannot see the objective missed: the \
+             modelfleet_runtime_request_duration_seconds buckets of pod b-older end at 3.62s \
+             (1 more pod's end below the objective too), and a p95 above 3.62s reads as 3.62s; \
+             run a runtime image whose buckets reach the objective"
+        );
+        // A pod that misses a scrape is still reported, from its last answer.
+        let gone = [
+            ready_pod("new", new),
+            ready_pod("a-old", old),
+            ready_pod("b-older", closed_port()),
+        ];
+        let missed = tick_now(
+            &mut state,
+            started,
+            &scaling(3, 300, LatencyMetric::RequestLatency),
+            3,
+            &gone,
+        )
+        .await
+        .expect("a decision");
+        assert_eq!(
+            missed.short_histograms.map(|s| s.pods),
+            Some(vec!["b-older".to_owned(), "a-old".to_owned()])
+        );
+
+        // The time to first token, whose old buckets end at 23.17 s.
+        let (_, ttft_30s) = two_ticks(scaling(3, 30, LatencyMetric::TimeToFirstToken), &pods).await;
+        let short = ttft_30s.short_histograms.clone().expect("short histograms");
+        assert_eq!(short.pods, ["b-older", "a-old"]);
+        assert_eq!(short.largest_bound, ttft[19]);
+        assert!(
+            scaling_condition(&ttft_30s, 3)
+                .2
+                .contains("modelfleet_runtime_time_to_first_token_seconds buckets of pod b-older"),
         );
 
         // Within every replica's buckets: nothing to say.
-        let within = two_ticks(scaling(60)).await;
+        let (_, within) = two_ticks(scaling(3, 3, LatencyMetric::RequestLatency), &pods).await;
         assert_eq!(within.short_histograms, None);
         let (ok, reason, _) = scaling_condition(&within, 3);
         assert!(ok);

@@ -351,16 +351,13 @@ async fn reconcile_inner(
     if let Some((mut state, tick, current)) = scaler {
         let old = ms.status.as_ref();
         let applied = state.applied.take();
-        let autoscaler_condition = |c: &Condition| {
-            [conditions::SCALING_ACTIVE, conditions::SCALING_LIMITED].contains(&c.type_.as_str())
-        };
         let previous: Vec<Condition> = match &applied {
             Some(a) => a.conditions.clone(),
             None => old
                 .map(|s| {
                     s.conditions
                         .iter()
-                        .filter(|c| autoscaler_condition(c))
+                        .filter(|c| autoscaler::is_autoscaler_condition(c))
                         .cloned()
                         .collect()
                 })
@@ -379,37 +376,13 @@ async fn reconcile_inner(
                     current,
                     &now,
                 ));
-                let (ok, reason, message) = autoscaler::scaling_condition(t, current);
-                let mut fresh = vec![status::condition(
-                    conditions::SCALING_ACTIVE,
-                    ok,
-                    reason,
-                    &message,
-                )];
-                let limited = autoscaler::limited_condition(t);
-                if let Some((limited, reason, message)) = &limited {
-                    fresh.push(status::condition(
-                        conditions::SCALING_LIMITED,
-                        *limited,
-                        reason,
-                        message,
-                    ));
-                }
-                new_status.conditions.extend(status::merge_conditions(
+                new_status.conditions.extend(autoscaler::conditions_after(
                     &previous,
-                    fresh,
+                    t,
+                    current,
                     ms.metadata.generation,
                     &now,
                 ));
-                // Without metrics the limit is unknown: what was said holds.
-                if limited.is_none() {
-                    new_status.conditions.extend(
-                        previous
-                            .iter()
-                            .filter(|c| c.type_ == conditions::SCALING_LIMITED)
-                            .cloned(),
-                    );
-                }
             }
             None => {
                 new_status.autoscaling = previous_status;
@@ -423,7 +396,7 @@ async fn reconcile_inner(
                 conditions: new_status
                     .conditions
                     .iter()
-                    .filter(|c| autoscaler_condition(c))
+                    .filter(|c| autoscaler::is_autoscaler_condition(c))
                     .cloned()
                     .collect(),
             });
@@ -943,6 +916,11 @@ mod tests {
             [(conditions::SCALING_LIMITED, reasons::TOO_MANY_REPLICAS)]
         );
         assert!(transitions(Some(&limited), &within, &mut announced).is_empty());
+        // Reaching it again is news again.
+        assert_eq!(
+            transitions(Some(&within), &limited, &mut announced).len(),
+            1
+        );
     }
 
     #[test]
