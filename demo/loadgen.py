@@ -60,6 +60,24 @@ class State:
     samples: list[Sample] = field(default_factory=list)
     ticks: list[Tick] = field(default_factory=list)
     next_pod: int = 0
+    t0: float = field(default_factory=time.monotonic)
+    # Each change of the autoscaler's conditions seen: (seconds, type, status, reason, message).
+    conditions: list[tuple[float, str, str, str, str]] = field(default_factory=list)
+
+
+AUTOSCALER_CONDITIONS = ("ScalingActive", "ScalingLimited")
+
+
+def note_conditions(state: State) -> None:
+    """Records the autoscaler's conditions whose status or reason changed since last seen."""
+    for c in state.status.get("conditions", []):
+        if c["type"] not in AUTOSCALER_CONDITIONS:
+            continue
+        last = next((k for k in reversed(state.conditions) if k[1] == c["type"]), None)
+        if last is None or (last[2], last[3]) != (c["status"], c["reason"]):
+            state.conditions.append(
+                (time.monotonic() - state.t0, c["type"], c["status"], c["reason"], c.get("message", ""))
+            )
 
 
 def kubectl(*args: str) -> str:
@@ -125,6 +143,7 @@ async def refresh(args: argparse.Namespace, state: State, stop: asyncio.Event) -
             state.pods = sorted(ready)
             ms = json.loads(await asyncio.to_thread(kubectl, "get", "ms", args.name, "-n", args.namespace, "-o", "json"))
             state.status = ms.get("status", {})
+            note_conditions(state)
         except Exception as e:  # the view goes on; the next refresh may succeed
             print(f"  (refresh failed: {e})", file=sys.stderr)
         try:
@@ -195,7 +214,7 @@ async def run(args: argparse.Namespace) -> int:
     refresher = asyncio.create_task(refresh(args, state, stop))
     clients: dict = {}
     rng = random.Random(args.seed)
-    t0 = time.monotonic()
+    t0 = state.t0 = time.monotonic()
     inflight: set[asyncio.Task] = set()
     next_arrival = 0.0
     last_tick = 0.0
@@ -259,6 +278,9 @@ def write_results(args: argparse.Namespace, state: State, objective: float) -> N
     if decisions:
         lines.append("last decisions (status.autoscaling.lastDecisions):")
         lines += [f"  {d['time']}: {d['from']} -> {d['to']}: {d['reason']}" for d in decisions]
+    if state.conditions:
+        lines.append("autoscaler conditions, as they changed:")
+        lines += [f"  t={t:4.0f}s {kind}={status} ({reason}): {message}" for t, kind, status, reason, message in state.conditions]
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(out, state, objective)

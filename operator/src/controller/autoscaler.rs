@@ -185,11 +185,10 @@ pub fn is_autoscaler_condition(c: &Condition) -> bool {
 pub fn conditions_after(
     previous: &[Condition],
     tick: &Tick,
-    current: i32,
     generation: Option<i64>,
     now: &Time,
 ) -> Vec<Condition> {
-    let (ok, reason, message) = scaling_condition(tick, current);
+    let (ok, reason, message) = scaling_condition(tick);
     let mut fresh = vec![status::condition(
         conditions::SCALING_ACTIVE,
         ok,
@@ -240,12 +239,13 @@ pub fn limited_condition(tick: &Tick) -> Option<(bool, &'static str, String)> {
 }
 
 /// The ScalingActive condition after `tick`: status, reason and message.
-pub fn scaling_condition(tick: &Tick, current: i32) -> (bool, &'static str, String) {
+pub fn scaling_condition(tick: &Tick) -> (bool, &'static str, String) {
     if tick.recommendation.metrics_missing {
         return (
             false,
             reasons::METRICS_UNAVAILABLE,
-            format!("holding {current} replicas: {}", tick.recommendation.reason),
+            // The policy's reason says it holds, and how many.
+            tick.recommendation.reason.clone(),
         );
     }
     if let Some(short) = &tick.short_histograms {
@@ -942,7 +942,7 @@ mod tests {
                 .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
                 .collect::<Vec<_>>()
         };
-        let first = conditions_after(&[], &limited, 2, Some(1), &t(0));
+        let first = conditions_after(&[], &limited, Some(1), &t(0));
         let owned = |t: &str, s: &str, r: &str| (t.to_owned(), s.to_owned(), r.to_owned());
         assert_eq!(
             types(&first),
@@ -954,7 +954,7 @@ mod tests {
         // Metrics missing: ScalingActive says so, ScalingLimited stays as it was, second.
         let mut missing = tick(2, false);
         missing.recommendation.metrics_missing = true;
-        let held = conditions_after(&first, &missing, 2, Some(1), &t(10));
+        let held = conditions_after(&first, &missing, Some(1), &t(10));
         assert_eq!(
             types(&held),
             [
@@ -962,9 +962,10 @@ mod tests {
                 owned("ScalingLimited", "True", "TooManyReplicas"),
             ]
         );
+        assert_eq!(held[0].message, "to 2", "the policy's reason as it is");
         assert_eq!(held[1], first[1], "kept as it was");
         // Back within the maximum; a condition whose status did not change keeps its time.
-        let within = conditions_after(&held, &tick(2, false), 2, Some(1), &t(20));
+        let within = conditions_after(&held, &tick(2, false), Some(1), &t(20));
         assert_eq!(
             types(&within),
             [
@@ -973,7 +974,7 @@ mod tests {
             ]
         );
         assert_eq!(within[0].last_transition_time, t(20));
-        let again = conditions_after(&within, &tick(2, false), 2, Some(1), &t(30));
+        let again = conditions_after(&within, &tick(2, false), Some(1), &t(30));
         assert_eq!(again, within);
     }
 
@@ -1010,7 +1011,7 @@ mod tests {
         // The lowest bound first, with its pod.
         assert_eq!(short.pods, ["b-older", "a-old"]);
         assert_eq!(short.largest_bound, request[19]);
-        let (ok, reason, message) = scaling_condition(&beyond, 3);
+        let (ok, reason, message) = scaling_condition(&beyond);
         assert!(!ok);
         assert_eq!(reason, reasons::OBJECTIVE_NOT_MEASURABLE);
         assert_eq!(
@@ -1047,7 +1048,7 @@ mod tests {
         assert_eq!(short.pods, ["b-older", "a-old"]);
         assert_eq!(short.largest_bound, ttft[19]);
         assert!(
-            scaling_condition(&ttft_30s, 3)
+            scaling_condition(&ttft_30s)
                 .2
                 .contains("modelfleet_runtime_time_to_first_token_seconds buckets of pod b-older"),
         );
@@ -1055,7 +1056,7 @@ mod tests {
         // Within every replica's buckets: nothing to say.
         let (_, within) = two_ticks(scaling(3, 3, LatencyMetric::RequestLatency), &pods).await;
         assert_eq!(within.short_histograms, None);
-        let (ok, reason, _) = scaling_condition(&within, 3);
+        let (ok, reason, _) = scaling_condition(&within);
         assert!(ok);
         assert_eq!(reason, reasons::METRICS_AVAILABLE);
     }

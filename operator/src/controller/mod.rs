@@ -379,7 +379,6 @@ async fn reconcile_inner(
                 new_status.conditions.extend(autoscaler::conditions_after(
                     &previous,
                     t,
-                    current,
                     ms.metadata.generation,
                     &now,
                 ));
