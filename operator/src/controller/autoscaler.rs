@@ -258,8 +258,11 @@ pub fn scaling_condition(tick: &Tick) -> (bool, &'static str, String) {
         ));
         let more = match short.pods.len() {
             0 | 1 => String::new(),
-            2 => " (1 more pod's end below the objective too)".to_owned(),
-            n => format!(" ({} more pods' end below the objective too)", n - 1),
+            2 => " (those of 1 more pod end below the objective too)".to_owned(),
+            n => format!(
+                " (those of {} more pods end below the objective too)",
+                n - 1
+            ),
         };
         return (
             false,
@@ -1019,7 +1022,8 @@ mod tests {
             "the request latency objective 5m is beyond what the runtime measures, so the \
              autoscaler goes on scaling but cannot see the objective missed: the \
              modelfleet_runtime_request_duration_seconds buckets of pod b-older end at 3.62s \
-             (1 more pod's end below the objective too), and a p95 above 3.62s reads as 3.62s; \
+             (those of 1 more pod end below the objective too), and a p95 above 3.62s reads as \
+             3.62s; \
              run a runtime image whose buckets reach the objective"
         );
         // A pod that misses a scrape is still reported, from its last answer.
