@@ -2135,21 +2135,32 @@ mod tests {
     }
 
     #[test]
-    fn a_load_beyond_the_maximum_is_reported_only_at_the_maximum() {
-        // Forty-odd replicas, a maximum of one more, and a noisy load rising by a quarter a
-        // quarter of an hour: every decision that reports a need beyond the maximum runs the
-        // maximum and says so.
-        let mut f = settled(6.0);
+    fn a_count_the_dead_band_keeps_below_the_maximum_is_not_limited_by_it() {
+        // A noisy load settled on forty-odd replicas, a maximum of one more, and the load rising
+        // by 30 % over an hour. On the way the sizing rate (with its allowance for the noise)
+        // needs two more replicas while that is still within the 5 % dead band of the count
+        // (window 354 of this sequence): the dead band holds the count, not the maximum, and
+        // nothing may say "held at the maximum" then. Later the fleet reaches the maximum and
+        // the load needs more: that is said.
+        let mut f = Fleet::new(10);
+        for i in 0..1440_u32 {
+            f.step(6.0 * noise(u64::from(i) + 7_000_000, 0.1));
+        }
         let n = f.replicas;
         f.cfg.max_replicas = n + 1;
         let mut limited = 0;
-        for i in 0..360_u32 {
-            f.step(6.0 * (1.0 + 0.25 * f64::from(i) / 180.0) * noise(u64::from(i), 0.25));
+        for i in 0..720_u32 {
+            f.step(6.0 * (1.0 + 0.3 * f64::from(i) / 720.0) * noise(u64::from(i), 0.1));
             let r = f.last.clone().expect("a decision");
             if let Some(need) = r.beyond_max {
                 limited += 1;
                 assert!(need > n + 1, "{need}: {}", r.reason);
-                assert_eq!(r.desired, n + 1, "{need} needed: {}", r.reason);
+                assert_eq!(
+                    r.desired,
+                    n + 1,
+                    "{need} needed at window {i}: {}",
+                    r.reason
+                );
                 let held = format!("; held at {}, the maximum", n + 1);
                 assert!(r.reason.ends_with(&held), "{}", r.reason);
             } else {
