@@ -218,7 +218,7 @@ pub fn conditions_after(
 
 /// The ScalingLimited condition after `tick`: status, reason and message; `None` when the tick
 /// had no metrics to size with (what the condition said still holds).
-pub fn limited_condition(tick: &Tick) -> Option<(bool, &'static str, String)> {
+fn limited_condition(tick: &Tick) -> Option<(bool, &'static str, String)> {
     if tick.recommendation.metrics_missing {
         return None;
     }
@@ -239,7 +239,7 @@ pub fn limited_condition(tick: &Tick) -> Option<(bool, &'static str, String)> {
 }
 
 /// The ScalingActive condition after `tick`: status, reason and message.
-pub fn scaling_condition(tick: &Tick) -> (bool, &'static str, String) {
+fn scaling_condition(tick: &Tick) -> (bool, &'static str, String) {
     if tick.recommendation.metrics_missing {
         return (
             false,

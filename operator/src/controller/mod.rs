@@ -863,6 +863,16 @@ mod tests {
         }
     }
 
+    /// The type and reason of each announced transition.
+    fn types_and_reasons<'a>(
+        announced: &[(&'static str, &'a super::Condition)],
+    ) -> Vec<(&'static str, &'a str)> {
+        announced
+            .iter()
+            .map(|(t, c)| (*t, c.reason.as_str()))
+            .collect()
+    }
+
     #[test]
     fn a_transition_is_announced_once_even_when_the_cache_is_stale() {
         let loading = with(&[
@@ -876,10 +886,7 @@ mod tests {
         let mut announced = Announced::new();
         let first = transitions(Some(&loading), &ready, &mut announced);
         assert_eq!(
-            first
-                .iter()
-                .map(|(t, c)| (*t, c.reason.as_str()))
-                .collect::<Vec<_>>(),
+            types_and_reasons(&first),
             [(conditions::READY, reasons::AVAILABLE)]
         );
         // The next reconcile sees a cached object from before the patch: nothing new.
@@ -908,10 +915,7 @@ mod tests {
         let mut announced = Announced::new();
         let reached = transitions(Some(&within), &limited, &mut announced);
         assert_eq!(
-            reached
-                .iter()
-                .map(|(t, c)| (*t, c.reason.as_str()))
-                .collect::<Vec<_>>(),
+            types_and_reasons(&reached),
             [(conditions::SCALING_LIMITED, reasons::TOO_MANY_REPLICAS)]
         );
         assert!(transitions(Some(&limited), &within, &mut announced).is_empty());
